@@ -1,0 +1,3 @@
+from certpilot.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""The `certpilot` command line: parses input, calls services, prints results."""

@@ -1,0 +1,204 @@
+"""`certpilot cert …`"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.output import error, print_fields, print_json, print_table, say
+from certpilot.cli.profiles import split_assignment
+from certpilot.domain.errors import InvalidInput
+from certpilot.domain.model import KeySpec, make_subject
+from certpilot.services import certificates as service
+from certpilot.services import issuance
+from certpilot.services.app import App, local_actor
+from certpilot.services.views import attempt_view, certificate_view, event_view, revision_view, timestamp
+
+app = typer.Typer(help="Certificates: request, inspect, renew, export.", no_args_is_help=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+WaitFlag = Annotated[bool, typer.Option("--wait", help="Issue now, in this process, and report the outcome.")]
+
+def _attempt_and_report(ctx: App, name: str, json_out: bool = False) -> None:
+    report = issuance.attempt(ctx, name, actor=local_actor())
+    if issuance.is_success(report):
+        if not json_out:
+            say(f"certificate {name}: revision {report.revision} issued")
+        return
+    error(f"certificate {name}: attempt {report.outcome.value}: {report.error}")
+    raise typer.Exit(1)
+
+@app.command("request")
+@settings_flags
+def request(
+    name: str,
+    profile: Annotated[str, typer.Option("--profile", help="The certificate management profile.")],
+    cn: Annotated[str, typer.Option("--cn", help="Subject common name (added as a DNS SAN).")],
+    san: Annotated[list[str] | None, typer.Option("--san", help="DNS:…, IP:…, EMAIL:… or URI:… (repeatable).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="rsa:2048|3072|4096 or ec:p256|p384|p521 (default: the profile's).")] = None,
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    ou: Annotated[str | None, typer.Option("--ou")] = None,
+    locality: Annotated[str | None, typer.Option("--locality")] = None,
+    state: Annotated[str | None, typer.Option("--state")] = None,
+    country: Annotated[str | None, typer.Option("--country", help="Two-letter country code.")] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="K=V for a dynamic parameter of the profile.")] = None,
+    hsm_group: Annotated[str | None, typer.Option("--hsm-group", help="Generate the key in this HSM group.")] = None,
+    wait: WaitFlag = False,
+    json_: JsonFlag = False,
+) -> None:
+    """Request a certificate; with --wait, issue it now."""
+    subject = make_subject(cn, org, ou, locality, state, country, email)
+    spec = KeySpec.parse(key) if key is not None else None
+    values: dict[str, str] = {}
+    for text in param or []:
+        k, v = split_assignment(text, "--param")
+        if k in values:
+            raise InvalidInput(f"--param {k} is given twice", field="dynamic_params")
+        values[k] = v
+    with open_app() as ctx:
+        service.request_certificate(
+            ctx, name, profile=profile, subject=subject, subject_alt_names=san or [], key=spec,
+            hsm_group=hsm_group, dynamic_params=values, actor=local_actor(),
+        )
+        if not json_:
+            say(f"certificate {name} requested")
+        try:
+            if wait:
+                _attempt_and_report(ctx, name, json_)
+        finally:
+            if json_:
+                print_json(certificate_view(service.get_certificate(ctx, name)))
+
+@app.command("list")
+@settings_flags
+def list_(
+    expiring_within: Annotated[int | None, typer.Option("--expiring-within", help="Only those expiring within DAYS.")] = None,
+    json_: JsonFlag = False,
+) -> None:
+    """List certificates."""
+    with open_app() as ctx:
+        certs = service.list_certificates(ctx, expiring_within_days=expiring_within)
+    if json_:
+        print_json([certificate_view(c) for c in certs])
+        return
+    print_table(
+        ["NAME", "PROFILE", "PHASE", "EXPIRY", "NOT_AFTER", "REV", "FAILURES"],
+        [(c.name, c.spec.profile, c.status.phase.value,
+          c.status.expiry_status.value if c.status.expiry_status else None,
+          timestamp(c.status.not_after), c.status.revision, c.status.failures) for c in certs],
+        empty="no certificates" if expiring_within is not None else
+        "no certificates yet: request one with `certpilot cert request NAME --profile P --cn CN`",
+    )
+
+@app.command("show")
+@settings_flags
+def show(name: str, json_: JsonFlag = False) -> None:
+    """Show a certificate's spec and status."""
+    with open_app() as ctx:
+        view = certificate_view(service.get_certificate(ctx, name))
+    if json_:
+        print_json(view)
+        return
+    spec, st = view["spec"], view["status"]
+    subject = ", ".join(f"{k}={v}" for k, v in spec["subject"].items() if v)
+    print_fields([
+        ("name", view["name"]), ("profile", spec["profile"]), ("subject", subject),
+        ("SANs", ", ".join(spec["subject_alt_names"])), ("key", spec["key"]),
+        ("dynamic params", ", ".join(f"{k}={v}" for k, v in spec["dynamic_params"].items()) or None),
+        ("phase", st["phase"]), ("revision", st["revision"]), ("serial", st["serial"]),
+        ("not before", st["not_before"]), ("not after", st["not_after"]),
+        ("expiry status", st["expiry_status"]), ("fingerprint", st["fingerprint_sha256"]),
+        ("renew at", st["renew_at"]), ("next action at", st["next_action_at"]),
+        ("failures", st["failures"]), ("last error", st["last_error"]),
+    ])
+
+@app.command("history")
+@settings_flags
+def history(name: str, json_: JsonFlag = False) -> None:
+    """Revisions, newest first."""
+    with open_app() as ctx:
+        current = service.get_certificate(ctx, name).status.revision
+        revisions = [revision_view(r, current) for r in service.list_revisions(ctx, name)]
+    if json_:
+        print_json(revisions)
+        return
+    print_table(
+        ["REV", "SERIAL", "NOT_BEFORE", "NOT_AFTER", "PUBLIC_KEY_SHA256", ""],
+        [(r["revision"], r["serial"], r["not_before"], r["not_after"], r["public_key_sha256"][:16],
+          "served" if r["current"] else "") for r in revisions],
+        empty="no revision issued yet",
+    )
+
+@app.command("attempts")
+@settings_flags
+def attempts(name: str, json_: JsonFlag = False) -> None:
+    """Issuer calls, newest first, with their scrubbed output."""
+    with open_app() as ctx:
+        rows = [attempt_view(a) for a in service.list_attempts(ctx, name)]
+    if json_:
+        print_json(rows)
+        return
+    print_table(
+        ["ID", "KIND", "STARTED", "OUTCOME", "MS", "ERROR"],
+        [(a["id"], a["kind"], a["started_at"], a["outcome"] or "running", a["duration_ms"], a["error"]) for a in rows],
+        empty="no attempts yet",
+    )
+
+@app.command("events")
+@settings_flags
+def events(name: str, json_: JsonFlag = False) -> None:
+    """The certificate's events, newest first."""
+    with open_app() as ctx:
+        rows = [event_view(e) for e in service.certificate_events(ctx, name)]
+    if json_:
+        print_json(rows)
+        return
+    print_table(
+        ["AT", "KIND", "ACTOR", "DETAILS"],
+        [(e["at"], e["kind"], e["actor"], ", ".join(f"{k}={v}" for k, v in e["details"].items())) for e in rows],
+        empty="no events",
+    )
+
+@app.command("renew")
+@settings_flags
+def renew(name: str, wait: WaitFlag = False) -> None:
+    """Renew with a new key pair now (or, without --wait, at the renewal loop's next pass)."""
+    with open_app() as ctx:
+        service.request_renewal(ctx, name, actor=local_actor())
+        if wait:
+            _attempt_and_report(ctx, name)
+        else:
+            say(f"certificate {name}: renewal requested")
+
+@app.command("export")
+@settings_flags
+def export(
+    name: str,
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the files to.")],
+    format_: Annotated[str, typer.Option("--format", help="pem or pkcs12.")] = "pem",
+    include_key: Annotated[bool, typer.Option("--include-key", help="Also write the private key (audited).")] = False,
+    password_file: Annotated[Path | None, typer.Option("--password-file", help="PKCS#12 password (first line).")] = None,
+) -> None:
+    """Write the served certificate, its chain and full chain (and key) to a directory."""
+    password = None
+    if password_file is not None:
+        try:
+            password = password_file.read_text().splitlines()[0].encode() if password_file.read_text() else None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read password file {password_file}: {exc}") from None
+    with open_app() as ctx:
+        exported = service.export_certificate(
+            ctx, name, out, fmt=format_, include_key=include_key, pkcs12_password=password, actor=local_actor()
+        )
+    for path in exported.paths:
+        say(str(path))
+
+@app.command("remove")
+@settings_flags
+def remove(name: str) -> None:
+    """Remove a certificate and its history."""
+    with open_app() as ctx:
+        service.remove_certificate(ctx, name, actor=local_actor())
+    say(f"certificate {name} removed")
+

@@ -1,0 +1,85 @@
+"""`certpilot`: the root command, setup commands and error handling."""
+
+import sys
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from certpilot.cli import certs, profiles, scripts
+from certpilot.cli.context import DatabaseUrlOption, DataDirOption, load_settings, open_app, remember_overrides, reset_overrides, settings_flags
+from certpilot.cli.output import error, say
+from certpilot.domain.errors import CertpilotError
+from certpilot.services.app import App, local_actor
+
+app = typer.Typer(
+    name="certpilot",
+    help="Obtain CA-signed certificates through issuer scripts and keep them renewed.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(scripts.app, name="script")
+app.add_typer(profiles.app, name="profile")
+app.add_typer(certs.app, name="cert")
+app.add_typer(db_app, name="db")
+
+@app.callback()
+def root(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+    reset_overrides()
+    remember_overrides(data_dir, database_url)
+
+@app.command("init")
+@settings_flags
+def init(demo: Annotated[bool, typer.Option("--demo", help="Add a local demo CA and a `demo` profile.")] = False) -> None:
+    """Create the data dir, the database, the master key and the `admin` user."""
+    from certpilot.services.setup import initialise
+
+    settings = load_settings()
+    report = initialise(settings, demo=demo, actor=local_actor())
+    say(f"certpilot initialised in {settings.data_dir.resolve()}")
+    say(f"master key: {settings.effective_master_key_file.resolve()} (keep a backup; without it no secret can be read)")
+    say(f"admin password (shown once): {report.admin_password}")
+    if report.demo_profile:
+        say(f"demo profile: {report.demo_profile} (try: certpilot cert request web1 --profile demo --cn web1.example.test --wait)")
+
+@db_app.command("upgrade")
+@settings_flags
+def db_upgrade() -> None:
+    """Apply the database migrations."""
+    settings = load_settings()
+    ctx = App(settings, check_schema=False)
+    try:
+        ctx.db.upgrade()
+    finally:
+        ctx.close()
+    say("database schema is up to date")
+
+@app.command("serve")
+@settings_flags
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+) -> None:
+    """Serve the API, the web UI and the renewal loop."""
+    import uvicorn
+
+    from certpilot.api.app import create_app
+
+    with open_app() as ctx:
+        say(f"certpilot serving on http://{host}:{port}")
+        uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+
+def run() -> None:
+    try:
+        app()
+    except CertpilotError as exc:
+        error(str(exc))
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        error(f"database error: {getattr(exc, 'orig', None) or exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+

@@ -1,0 +1,108 @@
+"""`certpilot profile …`"""
+
+from typing import Annotated
+
+import typer
+
+from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.output import print_fields, print_json, print_table, say
+from certpilot.domain.errors import InvalidInput
+from certpilot.domain.model import DEFAULT_KEY_SPEC, KeySpec, ProfileParam
+from certpilot.services import profiles as service
+from certpilot.services.app import local_actor
+from certpilot.services.views import profile_view
+
+app = typer.Typer(help="Certificate management profiles: a script and the parameters passed to it.",
+                  no_args_is_help=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+def split_assignment(text: str, flag: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise InvalidInput(f"{flag} takes NAME=VALUE, got {text!r}", field="params")
+    return name.strip(), value
+
+@app.command("create")
+@settings_flags
+def create(
+    name: str,
+    script: Annotated[str, typer.Option("--script", help="The issuer script's name.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="K=V: a value passed to every request.")] = None,
+    sensitive_param: Annotated[list[str] | None, typer.Option("--sensitive-param", help="K=V: a secret value (never shown).")] = None,
+    dynamic_param: Annotated[list[str] | None, typer.Option("--dynamic-param", help="K: each certificate gives its own value.")] = None,
+    sensitive_dynamic_param: Annotated[list[str] | None, typer.Option("--sensitive-dynamic-param", help="K: a dynamic secret.")] = None,
+    renew_before_days: Annotated[int | None, typer.Option("--renew-before-days", help="Renew N days before expiry.")] = None,
+    renew_before_percent: Annotated[float | None, typer.Option("--renew-before-percent", help="Renew when P % of the lifetime is left.")] = None,
+    warning_days: Annotated[str | None, typer.Option("--warning-days", help="Comma-separated expiry warning days (default 30,7,1).")] = None,
+    key: Annotated[str, typer.Option("--key", help="Default key spec for certificates of this profile.")] = str(DEFAULT_KEY_SPEC),
+) -> None:
+    """Create a profile."""
+    params = [ProfileParam(*split_assignment(p, "--param")) for p in param or []]
+    params += [ProfileParam(*split_assignment(p, "--sensitive-param"), sensitive=True) for p in sensitive_param or []]
+    params += [ProfileParam(p, None, dynamic=True) for p in dynamic_param or []]
+    params += [ProfileParam(p, None, sensitive=True, dynamic=True) for p in sensitive_dynamic_param or []]
+    days = None
+    if warning_days is not None:
+        try:
+            days = [int(d) for d in warning_days.split(",") if d.strip()]
+        except ValueError:
+            raise InvalidInput(f"--warning-days takes whole numbers separated by commas, got {warning_days!r}") from None
+    default_key = KeySpec.parse(key)
+    with open_app() as ctx:
+        profile = service.create_profile(
+            ctx, name, script=script, params=params, renew_before_days=renew_before_days,
+            renew_before_percent=renew_before_percent, warning_days=days, default_key=default_key,
+            actor=local_actor(),
+        )
+    say(f"profile {profile.name} created (script {profile.script}, {len(profile.params)} parameter(s))")
+
+@app.command("list")
+@settings_flags
+def list_(json_: JsonFlag = False) -> None:
+    """List profiles."""
+    with open_app() as ctx:
+        profiles = service.list_profiles(ctx)
+    if json_:
+        print_json([profile_view(p) for p in profiles])
+        return
+    print_table(
+        ["NAME", "SCRIPT", "PARAMS", "DYNAMIC", "KEY"],
+        [(p.name, p.script, len(p.params), ",".join(d.name for d in p.dynamic_params()) or None, p.default_key)
+         for p in profiles],
+        empty="no profiles yet: create one with `certpilot profile create NAME --script SCRIPT`",
+    )
+
+def _renewal_text(view: dict) -> str:
+    if view["renew_before_days"] is not None:
+        return f"{view['renew_before_days']} days before expiry"
+    if view["renew_before_percent"] is not None:
+        return f"when {view['renew_before_percent']:g}% of the lifetime is left"
+    return "at 2/3 of the lifetime"
+
+@app.command("show")
+@settings_flags
+def show(name: str, json_: JsonFlag = False) -> None:
+    """Show a profile; sensitive values are shown as ***."""
+    with open_app() as ctx:
+        profile = service.get_profile(ctx, name)
+    view = profile_view(profile)
+    if json_:
+        print_json(view)
+        return
+    print_fields([("name", view["name"]), ("script", view["script"]), ("renewal", _renewal_text(view)),
+                  ("warning days", ",".join(map(str, view["warning_days"]))), ("default key", view["default_key"])])
+    say("")
+    print_table(
+        ["PARAM", "VALUE", "SENSITIVE", "DYNAMIC"],
+        [(p["name"], "(per certificate)" if p["dynamic"] else p["value"], "yes" if p["sensitive"] else "no",
+          "yes" if p["dynamic"] else "no") for p in view["params"]],
+        empty="no parameters",
+    )
+
+@app.command("remove")
+@settings_flags
+def remove(name: str) -> None:
+    """Remove a profile no certificate uses."""
+    with open_app() as ctx:
+        service.remove_profile(ctx, name, actor=local_actor())
+    say(f"profile {name} removed")

@@ -1,0 +1,33 @@
+"""Settings from the environment (`CERTPILOT_*`) or the matching CLI flag."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CERTPILOT_", extra="ignore")
+
+    data_dir: Path = Path("./certpilot-data")
+    database_url: str | None = None
+    master_key_file: Path | None = None
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    script_memory_limit_mb: int = Field(default=2048, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _empty_is_default(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'certpilot.db').resolve()}"
+
+    @property
+    def effective_master_key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"

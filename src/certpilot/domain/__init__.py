@@ -1,0 +1,1 @@
+"""Domain values and the error tree; imports nothing else of certpilot."""

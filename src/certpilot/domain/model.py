@@ -1,0 +1,399 @@
+"""Frozen domain values: what a script, a profile, a certificate and its history are.
+
+Constructors validate through the `parse_*` / `make_*` functions, which raise
+`InvalidInput` with the offending field named; deeper code trusts these types.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from certpilot.domain.errors import InvalidInput
+
+SENSITIVE_MASK = "***"
+DEFAULT_WARNING_DAYS: tuple[int, ...] = (30, 7, 1)
+DEFAULT_SCRIPT_TIMEOUT_S = 60
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+
+class Phase(str, enum.Enum):
+    PENDING = "pending"
+    ISSUED = "issued"
+    RENEWING = "renewing"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class ExpiryStatus(str, enum.Enum):
+    GOOD = "good"
+    WARNING = "warning"
+    EXPIRED = "expired"
+
+
+class Outcome(str, enum.Enum):
+    ISSUED = "issued"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+
+
+class EventKind(str, enum.Enum):
+    CERT_REQUESTED = "CERT_REQUESTED"
+    CERT_ISSUED = "CERT_ISSUED"
+    CERT_ISSUE_FAILED = "CERT_ISSUE_FAILED"
+    CERT_RENEWAL_REQUESTED = "CERT_RENEWAL_REQUESTED"
+    CERT_RENEWED = "CERT_RENEWED"
+    CERT_RENEW_FAILED = "CERT_RENEW_FAILED"
+    CERT_EXPIRING = "CERT_EXPIRING"
+    CERT_EXPIRED = "CERT_EXPIRED"
+    CERT_DELETED = "CERT_DELETED"
+    KEY_EXPORTED = "KEY_EXPORTED"
+    PROFILE_CHANGED = "PROFILE_CHANGED"
+    SCRIPT_CHANGED = "SCRIPT_CHANGED"
+    LOGIN_FAILED = "LOGIN_FAILED"
+
+
+def check_name(value: str, what: str) -> str:
+    """An object name: letters, digits, '.', '_' and '-', at most 128 characters."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise InvalidInput(
+            f"{what} name {value!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            field="name",
+        )
+    return value
+
+
+# --- keys -------------------------------------------------------------------
+
+_RSA_SIZES = (2048, 3072, 4096)
+_EC_CURVES = ("p256", "p384", "p521")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """`rsa:2048|3072|4096` or `ec:p256|p384|p521`."""
+
+    algorithm: str  # "rsa" or "ec"
+    size: int | None = None  # RSA modulus bits
+    curve: str | None = None  # EC curve short name
+
+    def __str__(self) -> str:
+        return f"rsa:{self.size}" if self.algorithm == "rsa" else f"ec:{self.curve}"
+
+    @classmethod
+    def parse(cls, text: str) -> KeySpec:
+        algorithm, _, param = (text or "").strip().lower().partition(":")
+        if algorithm == "rsa" and param.isdigit() and int(param) in _RSA_SIZES:
+            return cls("rsa", size=int(param))
+        if algorithm == "ec" and param in _EC_CURVES:
+            return cls("ec", curve=param)
+        raise InvalidInput(
+            f"key spec {text!r} is not supported: use one of "
+            + ", ".join([f"rsa:{s}" for s in _RSA_SIZES] + [f"ec:{c}" for c in _EC_CURVES]),
+            field="key",
+        )
+
+
+DEFAULT_KEY_SPEC = KeySpec("ec", curve="p256")
+
+
+# --- subject and names ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    common_name: str
+    organization: str | None = None
+    organizational_unit: str | None = None
+    locality: str | None = None
+    state: str | None = None
+    country: str | None = None
+    email_address: str | None = None
+
+    FIELDS = (
+        "common_name",
+        "organization",
+        "organizational_unit",
+        "locality",
+        "state",
+        "country",
+        "email_address",
+    )
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+
+_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def is_dns_name(value: str) -> bool:
+    """A host name, optionally with one leading wildcard label (`*.example.com`)."""
+    name = value[2:] if value.startswith("*.") else value
+    if not name or len(value) > 253:
+        return False
+    return all(_DNS_LABEL_RE.match(label) for label in name.rstrip(".").split("."))
+
+
+def make_subject(
+    common_name: str,
+    organization: str | None = None,
+    organizational_unit: str | None = None,
+    locality: str | None = None,
+    state: str | None = None,
+    country: str | None = None,
+    email_address: str | None = None,
+) -> Subject:
+    """A validated subject; empty strings count as absent."""
+
+    def clean(value: str | None, field_name: str, max_len: int = 64) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) > max_len:
+            raise InvalidInput(
+                f"{field_name} is longer than {max_len} characters", field=field_name
+            )
+        if any(ord(ch) < 32 for ch in value):
+            raise InvalidInput(f"{field_name} contains control characters", field=field_name)
+        return value
+
+    cn = clean(common_name, "common_name")
+    if cn is None:
+        raise InvalidInput("common_name is required", field="common_name")
+    c = clean(country, "country")
+    if c is not None:
+        if not (len(c) == 2 and c.isascii() and c.isalpha()):
+            raise InvalidInput(
+                f"country {country!r} must be a two-letter ISO 3166 code such as 'DE' or 'US'",
+                field="country",
+            )
+        c = c.upper()
+    email = clean(email_address, "email_address", max_len=128)
+    if email is not None and not _EMAIL_RE.match(email):
+        raise InvalidInput(f"email_address {email!r} is not an e-mail address", field="email_address")
+    return Subject(
+        common_name=cn,
+        organization=clean(organization, "organization"),
+        organizational_unit=clean(organizational_unit, "organizational_unit"),
+        locality=clean(locality, "locality", max_len=128),
+        state=clean(state, "state", max_len=128),
+        country=c,
+        email_address=email,
+    )
+
+
+class SanKind(str, enum.Enum):
+    DNS = "DNS"
+    IP = "IP"
+    EMAIL = "EMAIL"
+    URI = "URI"
+
+
+@dataclass(frozen=True, order=True)
+class SubjectAltName:
+    kind: SanKind
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> SubjectAltName:
+        """`DNS:host`, `IP:addr`, `EMAIL:a@b`, `URI:scheme://…`; a bare value is guessed
+        (an IP address, an e-mail address, a URI with a scheme, else a DNS name)."""
+        raw = (text or "").strip()
+        prefix, sep, rest = raw.partition(":")
+        kind_by_prefix = {"dns": SanKind.DNS, "ip": SanKind.IP, "email": SanKind.EMAIL, "uri": SanKind.URI}
+        if sep and prefix.lower() in kind_by_prefix:
+            kind, value = kind_by_prefix[prefix.lower()], rest.strip()
+        else:
+            kind, value = _guess_san_kind(raw), raw
+        return cls(kind, _check_san_value(kind, value, raw))
+
+
+def _guess_san_kind(value: str) -> SanKind:
+    try:
+        ipaddress.ip_address(value)
+        return SanKind.IP
+    except ValueError:
+        pass
+    if "@" in value and "://" not in value:
+        return SanKind.EMAIL
+    if "://" in value:
+        return SanKind.URI
+    return SanKind.DNS
+
+
+def _check_san_value(kind: SanKind, value: str, raw: str) -> str:
+    bad = InvalidInput(f"subject alternative name {raw!r} is not a valid {kind.value} name", field="subject_alt_names")
+    if kind is SanKind.DNS:
+        if not is_dns_name(value):
+            raise bad
+        return value.lower().rstrip(".")
+    if kind is SanKind.IP:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise bad from None
+    if kind is SanKind.EMAIL:
+        if not _EMAIL_RE.match(value):
+            raise bad
+        return value
+    parts = urlsplit(value)
+    if not parts.scheme or not (parts.netloc or parts.path) or any(c.isspace() for c in value):
+        raise bad
+    return value
+
+
+def make_sans(common_name: str, sans: list[str] | tuple[str, ...], add_cn: bool = True) -> tuple[SubjectAltName, ...]:
+    """Parsed, de-duplicated SANs in the order given; the CN first as a DNS name
+    (or IP) when it is one and `add_cn` is set."""
+    result: list[SubjectAltName] = []
+    if add_cn:
+        try:
+            ipaddress.ip_address(common_name)
+            result.append(SubjectAltName(SanKind.IP, str(ipaddress.ip_address(common_name))))
+        except ValueError:
+            if is_dns_name(common_name):
+                result.append(SubjectAltName(SanKind.DNS, common_name.lower().rstrip(".")))
+    for text in sans:
+        san = SubjectAltName.parse(text)
+        if san not in result:
+            result.append(san)
+    return tuple(result)
+
+
+# --- scripts and profiles ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    kind: str
+    source: str
+    sha256: str
+    timeout_s: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ProfileParam:
+    """One profile parameter. `value` is None for a dynamic one; a sensitive value is
+    clear text only inside the service layer, never past an edge."""
+
+    name: str
+    value: str | None
+    sensitive: bool = False
+    dynamic: bool = False
+
+
+@dataclass(frozen=True)
+class RenewalSettings:
+    renew_before_days: int | None = None
+    renew_before_percent: float | None = None
+    warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    script: str
+    params: tuple[ProfileParam, ...]
+    renewal: RenewalSettings
+    default_key: KeySpec
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def dynamic_params(self) -> tuple[ProfileParam, ...]:
+        return tuple(p for p in self.params if p.dynamic)
+
+
+# --- certificates -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    profile: str
+    subject: Subject
+    subject_alt_names: tuple[SubjectAltName, ...]
+    key: KeySpec = DEFAULT_KEY_SPEC
+    hsm_group: str | None = None
+    dynamic_params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    phase: Phase
+    revision: int | None = None
+    serial: str | None = None
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    fingerprint_sha256: str | None = None
+    expiry_status: ExpiryStatus | None = None
+    renew_at: dt.datetime | None = None
+    next_action_at: dt.datetime | None = None
+    failures: int = 0
+    last_error: str | None = None
+    last_attempt_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Certificate:
+    name: str
+    spec: CertificateSpec
+    status: CertificateStatus
+    sensitive_params: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: int
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint_sha256: str
+    public_key_sha256: str
+    leaf_pem: str
+    chain_pem: str
+    csr_pem: str
+    key_id: str
+    issued_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    kind: str  # "issue" or "renew"
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: Outcome | None
+    duration_ms: int | None
+    error: str | None
+    output: str | None
+    revision: int | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: dt.datetime
+    actor: str
+    kind: str
+    object_type: str
+    object_name: str
+    details: Mapping[str, object]

@@ -1,0 +1,1 @@
+../../../examples/issuers/local_ca.py

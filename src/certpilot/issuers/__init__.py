@@ -1,0 +1,1 @@
+"""Running issuer scripts: the worker process, the pool that drives it, output capture."""

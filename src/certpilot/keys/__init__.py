@@ -1,0 +1,1 @@
+"""Key backends and the sealing of secrets at rest."""

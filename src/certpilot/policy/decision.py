@@ -1,0 +1,218 @@
+"""The next action for one certificate, decided from a snapshot and `now`.
+
+`decide` runs an ordered chain of small pure checks over one `CertificateSnapshot`;
+the first check that fires returns the `Decision`. When none fires the result is
+`Action.NOTHING` with `at` set to the earliest future instant at which something
+falls due. The chain, in order:
+
+1. MARK_EXPIRED  the served revision has expired and no CERT_EXPIRED is recorded
+                 (cheap bookkeeping; it comes first so a later renewal cannot hide
+                 that the served certificate did expire)
+2. RENEW/ISSUE   a manual renewal was requested: now, skipping any backoff (and
+                 abandoning a deferred request)
+3. POLL          a deferred request's poll time has come
+4. ISSUE         no revision yet (pending or failed) and not backing off
+5. RENEW         the renewal time has passed and not backing off
+6. WARN          warning days were newly crossed; this comes after RENEW so a
+                 healthy certificate that renews on time (by default at 2/3 of its
+                 lifetime, which is exactly the 30-day mark for a 90-day
+                 certificate) produces no CERT_EXPIRING noise: warnings fire when
+                 the renewal is not happening (not yet due, backing off, deferred)
+7. NOTHING       reason BACKOFF_WAITING, DEFERRED_WAITING or NOT_DUE
+
+MARK_EXPIRED and WARN are bookkeeping: the caller records them and calls `decide`
+again with the updated snapshot. Never raises for an expected outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from certpilot.domain.model import Phase, RenewalSettings
+from certpilot.policy.expiry import is_expired, newly_crossed_warnings, next_warning_at
+from certpilot.policy.renewal import renewal_time
+
+
+class Action(str, enum.Enum):
+    ISSUE = "issue"  # obtain the first revision (new key, CSR, script)
+    RENEW = "renew"  # obtain the next revision with a new key
+    POLL = "poll"  # ask the issuer again about a deferred request
+    WARN = "warn"  # record one CERT_EXPIRING per day in `Decision.warn_days`
+    MARK_EXPIRED = "mark_expired"  # record CERT_EXPIRED, set phase expired
+    NOTHING = "nothing"  # look again at `Decision.at`
+
+
+class Reason(str, enum.Enum):
+    """Stable codes: safe to store, log and show."""
+
+    EXPIRED = "expired"
+    RENEWAL_REQUESTED = "renewal_requested"
+    DEFERRED_POLL_DUE = "deferred_poll_due"
+    NO_REVISION = "no_revision"
+    RETRY_AFTER_FAILURE = "retry_after_failure"
+    RENEWAL_DUE = "renewal_due"
+    WARNING_DAY_CROSSED = "warning_day_crossed"
+    BACKOFF_WAITING = "backoff_waiting"
+    DEFERRED_WAITING = "deferred_waiting"
+    NOT_DUE = "not_due"
+
+
+@dataclass(frozen=True)
+class CertificateSnapshot:
+    """What `decide` needs to know about one certificate.
+
+    `not_before`/`not_after` are the current revision's validity (both set exactly
+    when `has_revision`). `failures` counts consecutive failed attempts and
+    `next_action_at` is the stored retry time; together they say whether the
+    certificate is backing off. `deferred_poll_at` is when a deferred request is
+    polled next (None: `next_action_at` is used; both None: poll now).
+    `warned_days` are the warning days already recorded for this revision.
+    Raises ValueError for an inconsistent snapshot.
+    """
+
+    phase: Phase
+    has_revision: bool
+    not_before: dt.datetime | None
+    not_after: dt.datetime | None
+    renewal: RenewalSettings
+    failures: int = 0
+    next_action_at: dt.datetime | None = None
+    renewal_requested: bool = False
+    deferred_poll_at: dt.datetime | None = None
+    warned_days: frozenset[int] = frozenset()
+    expired_event_recorded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.has_revision and (self.not_before is None or self.not_after is None):
+            raise ValueError("a snapshot with a revision needs not_before and not_after")
+        if self.failures < 0:
+            raise ValueError(f"failures must be >= 0, got {self.failures}")
+
+    @property
+    def renew_at(self) -> dt.datetime | None:
+        """The current revision's renewal time, or None without a revision."""
+        if self.not_before is None or self.not_after is None:
+            return None
+        return renewal_time(self.not_before, self.not_after, self.renewal)
+
+    @property
+    def poll_at(self) -> dt.datetime | None:
+        """When a deferred request is polled next; None means now."""
+        return self.deferred_poll_at if self.deferred_poll_at is not None else self.next_action_at
+
+
+@dataclass(frozen=True)
+class Decision:
+    """`at`: for NOTHING, when to look again (None: nothing will ever fall due);
+    None for every other action, which is due now. `warn_days`: for WARN, the days
+    crossed, largest first."""
+
+    action: Action
+    reason: Reason
+    at: dt.datetime | None = None
+    warn_days: tuple[int, ...] = ()
+
+
+def is_backing_off(snapshot: CertificateSnapshot, now: dt.datetime) -> bool:
+    """True while a failed certificate waits for its stored retry time."""
+    return (
+        snapshot.failures > 0
+        and snapshot.next_action_at is not None
+        and now < snapshot.next_action_at
+    )
+
+
+def _is_deferred(s: CertificateSnapshot) -> bool:
+    return s.phase is Phase.DEFERRED
+
+
+def _is_served_and_expired(s: CertificateSnapshot, now: dt.datetime) -> bool:
+    return s.has_revision and s.not_after is not None and is_expired(s.not_after, now)
+
+
+def _check_expired(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if _is_served_and_expired(s, now) and not s.expired_event_recorded:
+        return Decision(Action.MARK_EXPIRED, Reason.EXPIRED)
+    return None
+
+
+def _check_manual_request(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if s.renewal_requested:
+        return Decision(Action.RENEW if s.has_revision else Action.ISSUE, Reason.RENEWAL_REQUESTED)
+    return None
+
+
+def _check_deferred_poll(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if _is_deferred(s) and (s.poll_at is None or s.poll_at <= now):
+        return Decision(Action.POLL, Reason.DEFERRED_POLL_DUE)
+    return None
+
+
+def _check_first_issue(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if s.has_revision or _is_deferred(s) or is_backing_off(s, now):
+        return None
+    reason = Reason.RETRY_AFTER_FAILURE if s.failures else Reason.NO_REVISION
+    return Decision(Action.ISSUE, reason)
+
+
+def _check_renewal_due(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    renew_at = s.renew_at
+    if renew_at is None or _is_deferred(s) or is_backing_off(s, now) or now < renew_at:
+        return None
+    reason = Reason.RETRY_AFTER_FAILURE if s.failures else Reason.RENEWAL_DUE
+    return Decision(Action.RENEW, reason)
+
+
+def _check_warning(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if not s.has_revision or s.not_after is None or is_expired(s.not_after, now):
+        return None
+    crossed = newly_crossed_warnings(s.not_after, now, s.renewal.warning_days, s.warned_days)
+    if crossed:
+        return Decision(Action.WARN, Reason.WARNING_DAY_CROSSED, warn_days=crossed)
+    return None
+
+
+_Check = Callable[[CertificateSnapshot, dt.datetime], Decision | None]
+
+CHECKS: tuple[_Check, ...] = (
+    _check_expired,
+    _check_manual_request,
+    _check_deferred_poll,
+    _check_first_issue,
+    _check_renewal_due,
+    _check_warning,
+)
+
+
+def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
+    """NOTHING, with the earliest future instant at which a check may fire."""
+    candidates: list[dt.datetime | None] = []
+    if _is_deferred(s):
+        reason = Reason.DEFERRED_WAITING
+        candidates.append(s.poll_at)
+    elif is_backing_off(s, now):
+        reason = Reason.BACKOFF_WAITING
+        candidates.append(s.next_action_at)
+    else:
+        reason = Reason.NOT_DUE
+        candidates.append(s.renew_at)
+    if s.has_revision and s.not_after is not None and not is_expired(s.not_after, now):
+        candidates.append(s.not_after)
+        candidates.append(
+            next_warning_at(s.not_after, now, s.renewal.warning_days, s.warned_days)
+        )
+    future = [at for at in candidates if at is not None and at > now]
+    return Decision(Action.NOTHING, reason, at=min(future, default=None))
+
+
+def decide(snapshot: CertificateSnapshot, now: dt.datetime) -> Decision:
+    """The next action for `snapshot` at `now`: the first check in `CHECKS` that
+    fires, else NOTHING with the time of the next look. Raises nothing."""
+    for check in CHECKS:
+        decision = check(snapshot, now)
+        if decision is not None:
+            return decision
+    return _wait(snapshot, now)

@@ -1,0 +1,78 @@
+"""The application container: settings, database, sealer, script runner, clock.
+
+Built once by an edge (CLI command, API app factory) and passed to services.
+Nothing here happens at import time.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from certpilot.clock import Clock, SystemClock
+from certpilot.config import Settings
+from certpilot.issuers.runner import ScriptRunner
+from certpilot.keys.sealing import Sealer, load_master_key
+from certpilot.store.session import Database
+
+
+class App:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        random_fraction: Callable[[], float] | None = None,
+        check_schema: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.random_fraction = random_fraction or random.random
+        self.db = Database(settings.effective_database_url)
+        if check_schema:
+            self.db.check_ready()
+        self._sealer: Sealer | None = None
+        self._runner: ScriptRunner | None = None
+        self._lock = threading.Lock()
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @property
+    def sealer(self) -> Sealer:
+        if self._sealer is None:
+            self._sealer = Sealer(load_master_key(self.settings.effective_master_key_file))
+        return self._sealer
+
+    @property
+    def runner(self) -> ScriptRunner:
+        with self._lock:
+            if self._runner is None:
+                self._runner = ScriptRunner(
+                    self.settings.workers,
+                    memory_limit_bytes=self.settings.script_memory_limit_mb * 1024 * 1024,
+                )
+            return self._runner
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        self.db.dispose()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def local_actor() -> str:
+    """Who is acting from the command line on this host."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return f"cli:{user}"

@@ -1,0 +1,186 @@
+"""Certificates: request, list, show, history, renew, export, remove."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from certpilot.domain.errors import InvalidInput, NotFound
+from certpilot.domain.model import (
+    Attempt,
+    Certificate,
+    CertificateSpec,
+    Event,
+    EventKind,
+    KeySpec,
+    Profile,
+    Revision,
+    Subject,
+    check_name,
+    make_sans,
+)
+from certpilot.keys.software import open_private_key
+from certpilot.pki.encoding import pkcs12_bundle, private_key_pem
+from certpilot.services.app import App
+from certpilot.store import certificates as repo
+from certpilot.store import profiles as profile_repo
+from certpilot.store.events import list_events, record_event
+
+MAX_SANS = 100
+
+
+def check_dynamic_values(profile: Profile, values: Mapping[str, str]) -> tuple[dict[str, str], frozenset[str]]:
+    """The certificate's dynamic values, checked against the profile: every dynamic
+    param has a value, and no value is given for an unknown or a static param."""
+    declared = {p.name: p for p in profile.params}
+    for name in values:
+        if name not in declared:
+            raise InvalidInput(f"profile {profile.name!r} has no parameter {name!r}", field="dynamic_params")
+        if not declared[name].dynamic:
+            raise InvalidInput(
+                f"parameter {name!r} of profile {profile.name!r} is not dynamic: its value is set in the profile",
+                field="dynamic_params",
+            )
+    missing = [p.name for p in profile.dynamic_params() if p.name not in values]
+    if missing:
+        raise InvalidInput(
+            f"profile {profile.name!r} needs a value for dynamic parameter(s) {', '.join(missing)} "
+            "(give them with --param NAME=VALUE)",
+            field="dynamic_params",
+        )
+    sensitive = frozenset(p.name for p in profile.dynamic_params() if p.sensitive)
+    return {p.name: values[p.name] for p in profile.dynamic_params()}, sensitive
+
+
+def request_certificate(
+    app: App,
+    name: str,
+    *,
+    profile: str,
+    subject: Subject,
+    subject_alt_names: Sequence[str] = (),
+    key: KeySpec | None = None,
+    hsm_group: str | None = None,
+    dynamic_params: Mapping[str, str] | None = None,
+    add_cn_to_sans: bool = True,
+    actor: str,
+) -> Certificate:
+    """Create the certificate in phase `pending`; issuance happens in `issuance.attempt`."""
+    check_name(name, "certificate")
+    if len(subject_alt_names) > MAX_SANS:
+        raise InvalidInput(f"a certificate takes at most {MAX_SANS} subject alternative names", field="subject_alt_names")
+    sans = make_sans(subject.common_name, tuple(subject_alt_names), add_cn=add_cn_to_sans)
+    if hsm_group is not None:
+        raise InvalidInput("HSM-backed keys are not available yet: leave out --hsm-group", field="hsm_group")
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        prof = profile_repo.get_profile(session, profile)
+        values, sensitive = check_dynamic_values(prof, dynamic_params or {})
+        spec = CertificateSpec(
+            profile=profile, subject=subject, subject_alt_names=sans,
+            key=key or prof.default_key, hsm_group=hsm_group, dynamic_params=values,
+        )
+        cert = repo.add_certificate(session, app.sealer, name=name, spec=spec, sensitive_params=sensitive, now=now)
+        record_event(session, at=now, actor=actor, kind=EventKind.CERT_REQUESTED, object_type="certificate",
+                     object_name=name, details={"profile": profile, "common_name": subject.common_name,
+                                                "key": str(spec.key)})
+    return cert
+
+
+def get_certificate(app: App, name: str) -> Certificate:
+    with app.db.transaction() as session:
+        return repo.get_certificate(session, name, app.clock.now())
+
+
+def list_certificates(app: App, *, expiring_within_days: int | None = None) -> list[Certificate]:
+    if expiring_within_days is not None and expiring_within_days < 0:
+        raise InvalidInput("expiring-within days must be 0 or more", field="expiring_within")
+    with app.db.transaction() as session:
+        return repo.list_certificates(session, app.clock.now(), expiring_within_days=expiring_within_days)
+
+
+def list_revisions(app: App, name: str) -> list[Revision]:
+    with app.db.transaction() as session:
+        return repo.list_revisions(session, name)
+
+
+def list_attempts(app: App, name: str) -> list[Attempt]:
+    with app.db.transaction() as session:
+        return repo.list_attempts(session, name)
+
+
+def certificate_events(app: App, name: str) -> list[Event]:
+    with app.db.transaction() as session:
+        repo.get_certificate(session, name, app.clock.now())  # NotFound for an unknown name
+        return list_events(session, object_type="certificate", object_name=name)
+
+
+def request_renewal(app: App, name: str, *, actor: str) -> None:
+    """Mark the certificate for renewal now, skipping any backoff wait."""
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        repo.request_renewal(session, name, now)
+        record_event(session, at=now, actor=actor, kind=EventKind.CERT_RENEWAL_REQUESTED,
+                     object_type="certificate", object_name=name)
+
+
+def remove_certificate(app: App, name: str, *, actor: str) -> None:
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        repo.remove_certificate(session, name)
+        record_event(session, at=now, actor=actor, kind=EventKind.CERT_DELETED, object_type="certificate",
+                     object_name=name)
+
+
+@dataclass(frozen=True)
+class ExportedFiles:
+    paths: tuple[Path, ...]
+    revision: int
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def export_certificate(
+    app: App, name: str, out_dir: Path, *, fmt: str = "pem", include_key: bool = False,
+    pkcs12_password: bytes | None = None, actor: str,
+) -> ExportedFiles:
+    """Write the served revision to `out_dir`: PEM files, or one PKCS#12 file."""
+    if fmt not in ("pem", "pkcs12"):
+        raise InvalidInput(f"export format {fmt!r} is not supported: use pem or pkcs12", field="format")
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        revision = repo.current_revision(session, name)
+        if revision is None:
+            raise NotFound("issued revision of certificate", name)
+        key = None
+        if include_key:
+            stored = repo.get_key(session, revision.key_id)
+            if stored.private_key_sealed is None:
+                raise InvalidInput(f"the key of {name!r} is held in an HSM and cannot be exported", field="include_key")
+            key = open_private_key(app.sealer, stored.private_key_sealed, stored.key_id)
+            record_event(session, at=now, actor=actor, kind=EventKind.KEY_EXPORTED, object_type="certificate",
+                         object_name=name, details={"revision": revision.revision, "format": fmt})
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if fmt == "pkcs12":
+            path = out_dir / f"{name}.p12"
+            _write(path, pkcs12_bundle(name, revision.leaf_pem, revision.chain_pem, key, pkcs12_password), 0o600)
+            return ExportedFiles((path,), revision.revision)
+        files = [
+            (out_dir / "cert.pem", revision.leaf_pem, 0o644),
+            (out_dir / "chain.pem", revision.chain_pem, 0o644),
+            (out_dir / "fullchain.pem", revision.leaf_pem + revision.chain_pem, 0o644),
+        ]
+        if key is not None:
+            files.append((out_dir / "key.pem", private_key_pem(key), 0o600))
+        for path, text, mode in files:
+            _write(path, text.encode("ascii"), mode)
+        return ExportedFiles(tuple(p for p, _, _ in files), revision.revision)

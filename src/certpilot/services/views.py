@@ -1,0 +1,126 @@
+"""The public JSON shapes (DESIGN §5), shared by the CLI's --json and the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from certpilot.domain.model import (
+    SENSITIVE_MASK,
+    Attempt,
+    Certificate,
+    Event,
+    Profile,
+    Revision,
+    Script,
+)
+
+
+def timestamp(value: dt.datetime | None) -> str | None:
+    """RFC 3339 UTC with a `Z`, to the second."""
+    if value is None:
+        return None
+    return value.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def script_view(script: Script) -> dict[str, Any]:
+    return {
+        "name": script.name,
+        "kind": script.kind,
+        "sha256": script.sha256,
+        "timeout_s": script.timeout_s,
+        "source": script.source,
+        "created_at": timestamp(script.created_at),
+        "updated_at": timestamp(script.updated_at),
+    }
+
+
+def profile_view(profile: Profile) -> dict[str, Any]:
+    return {
+        "name": profile.name,
+        "script": profile.script,
+        "params": [
+            {
+                "name": p.name,
+                "value": None if p.dynamic else (SENSITIVE_MASK if p.sensitive else p.value),
+                "sensitive": p.sensitive,
+                "dynamic": p.dynamic,
+            }
+            for p in profile.params
+        ],
+        "renew_before_days": profile.renewal.renew_before_days,
+        "renew_before_percent": profile.renewal.renew_before_percent,
+        "warning_days": list(profile.renewal.warning_days),
+        "default_key": str(profile.default_key),
+        "created_at": timestamp(profile.created_at),
+        "updated_at": timestamp(profile.updated_at),
+    }
+
+
+def certificate_view(cert: Certificate) -> dict[str, Any]:
+    spec, st = cert.spec, cert.status
+    return {
+        "name": cert.name,
+        "spec": {
+            "profile": spec.profile,
+            "subject": spec.subject.as_dict(),
+            "subject_alt_names": [str(s) for s in spec.subject_alt_names],
+            "key": str(spec.key),
+            "hsm_group": spec.hsm_group,
+            "dynamic_params": {
+                k: (SENSITIVE_MASK if k in cert.sensitive_params else v) for k, v in spec.dynamic_params.items()
+            },
+        },
+        "status": {
+            "phase": st.phase.value,
+            "revision": st.revision,
+            "serial": st.serial,
+            "not_before": timestamp(st.not_before),
+            "not_after": timestamp(st.not_after),
+            "fingerprint_sha256": st.fingerprint_sha256,
+            "expiry_status": st.expiry_status.value if st.expiry_status else None,
+            "renew_at": timestamp(st.renew_at),
+            "next_action_at": timestamp(st.next_action_at),
+            "failures": st.failures,
+            "last_error": st.last_error,
+        },
+    }
+
+
+def revision_view(rev: Revision, current: int | None = None) -> dict[str, Any]:
+    return {
+        "revision": rev.revision,
+        "serial": rev.serial,
+        "not_before": timestamp(rev.not_before),
+        "not_after": timestamp(rev.not_after),
+        "fingerprint_sha256": rev.fingerprint_sha256,
+        "public_key_sha256": rev.public_key_sha256,
+        "issued_at": timestamp(rev.issued_at),
+        "current": rev.revision == current,
+    }
+
+
+def attempt_view(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "id": attempt.id,
+        "kind": attempt.kind,
+        "started_at": timestamp(attempt.started_at),
+        "finished_at": timestamp(attempt.finished_at),
+        "outcome": attempt.outcome.value if attempt.outcome else None,
+        "duration_ms": attempt.duration_ms,
+        "error": attempt.error,
+        "output": attempt.output,
+        "revision": attempt.revision,
+    }
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": timestamp(event.at),
+        "actor": event.actor,
+        "kind": event.kind,
+        "object_type": event.object_type,
+        "object": event.object_name,
+        "details": dict(event.details),
+    }

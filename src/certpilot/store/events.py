@@ -1,0 +1,46 @@
+"""The event log: append and read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from certpilot.domain.model import Event, EventKind
+from certpilot.store.tables import EventRow
+
+
+def record_event(
+    session: Session,
+    *,
+    at: dt.datetime,
+    actor: str,
+    kind: EventKind,
+    object_type: str,
+    object_name: str,
+    details: Mapping[str, object] | None = None,
+) -> None:
+    session.add(
+        EventRow(
+            at=at, actor=actor, kind=kind.value, object_type=object_type,
+            object_name=object_name, details=dict(details or {}),
+        )
+    )
+
+
+def list_events(
+    session: Session, *, object_type: str | None = None, object_name: str | None = None, limit: int = 200
+) -> list[Event]:
+    """Newest first."""
+    query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+    if object_type:
+        query = query.where(EventRow.object_type == object_type)
+    if object_name:
+        query = query.where(EventRow.object_name == object_name)
+    return [
+        Event(id=r.id, at=r.at, actor=r.actor, kind=r.kind, object_type=r.object_type,
+              object_name=r.object_name, details=r.details)
+        for r in session.scalars(query)
+    ]

@@ -1,0 +1,113 @@
+"""Profiles repository; sensitive parameter values are sealed under the master key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from certpilot.domain.errors import Conflict, NotFound
+from certpilot.domain.model import KeySpec, Profile, ProfileParam, RenewalSettings
+from certpilot.keys.sealing import Sealer
+from certpilot.store.scripts import _row as _script_row
+from certpilot.store.tables import CertificateRow, ProfileParamRow, ProfileRow
+
+
+def param_identity(row_id: str) -> str:
+    return f"profile_param:{row_id}:value"
+
+
+def _to_profile(row: ProfileRow, sealer: Sealer | None) -> Profile:
+    """With `sealer`, sensitive values are opened; without, they are None."""
+    params = []
+    for p in row.params:
+        value = p.value
+        if p.sensitive and p.value_sealed is not None:
+            value = sealer.open_text(p.value_sealed, param_identity(p.id)) if sealer else None
+        params.append(ProfileParam(name=p.name, value=value, sensitive=p.sensitive, dynamic=p.dynamic))
+    return Profile(
+        name=row.name,
+        script=row.script.name,
+        params=tuple(params),
+        renewal=RenewalSettings(
+            renew_before_days=row.renew_before_days,
+            renew_before_percent=row.renew_before_percent,
+            warning_days=tuple(row.warning_days),
+        ),
+        default_key=KeySpec.parse(row.default_key),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _row(session: Session, name: str) -> ProfileRow:
+    row = session.scalar(select(ProfileRow).where(ProfileRow.name == name))
+    if row is None:
+        raise NotFound("profile", name)
+    return row
+
+
+def _param_rows(params: tuple[ProfileParam, ...], sealer: Sealer) -> list[ProfileParamRow]:
+    rows = []
+    for position, p in enumerate(params):
+        row_id = uuid.uuid4().hex
+        sealed = None
+        value = p.value
+        if p.sensitive and p.value is not None:
+            sealed, value = sealer.seal_text(p.value, param_identity(row_id)), None
+        rows.append(
+            ProfileParamRow(
+                id=row_id, position=position, name=p.name, value=value, value_sealed=sealed,
+                sensitive=p.sensitive, dynamic=p.dynamic,
+            )
+        )
+    return rows
+
+
+def add_profile(
+    session: Session,
+    sealer: Sealer,
+    *,
+    name: str,
+    script: str,
+    params: tuple[ProfileParam, ...],
+    renewal: RenewalSettings,
+    default_key: KeySpec,
+    now: dt.datetime,
+) -> Profile:
+    if session.scalar(select(exists().where(ProfileRow.name == name))):
+        raise Conflict(f"profile {name!r} exists already")
+    row = ProfileRow(
+        name=name,
+        script=_script_row(session, script),
+        renew_before_days=renewal.renew_before_days,
+        renew_before_percent=renewal.renew_before_percent,
+        warning_days=list(renewal.warning_days),
+        default_key=str(default_key),
+        created_at=now,
+        updated_at=now,
+        params=_param_rows(params, sealer),
+    )
+    session.add(row)
+    session.flush()
+    return _to_profile(row, None)
+
+
+def get_profile(session: Session, name: str, sealer: Sealer | None = None) -> Profile:
+    """The profile; sensitive values in clear only when `sealer` is given."""
+    return _to_profile(_row(session, name), sealer)
+
+
+def list_profiles(session: Session) -> list[Profile]:
+    return [_to_profile(r, None) for r in session.scalars(select(ProfileRow).order_by(ProfileRow.name))]
+
+
+def remove_profile(session: Session, name: str) -> None:
+    row = _row(session, name)
+    users = session.scalars(select(CertificateRow.name).where(CertificateRow.profile_id == row.id).limit(6)).all()
+    if users:
+        shown = ", ".join(sorted(users)[:5]) + (", ..." if len(users) > 5 else "")
+        raise Conflict(f"profile {name!r} is used by certificate(s) {shown}; remove those first")
+    session.delete(row)
