@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    lease_margin_s: float = Field(default=60.0, gt=0)  # a lease lasts the script's timeout plus this
     script_memory_limit_mb: int = Field(default=2048, ge=0)
 
     @field_validator("database_url")

@@ -67,9 +67,34 @@ def serve(
 
     from certpilot.api.app import create_app
 
+    from certpilot.reconciler.loop import Reconciler
+
+    configure_logging()
     with open_app() as ctx:
         say(f"certpilot serving on http://{host}:{port}")
-        uvicorn.run(create_app(ctx), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(ctx, Reconciler(ctx)), host=host, port=port, log_level="info")
+
+
+@app.command("worker")
+@settings_flags
+def worker() -> None:
+    """Run the renewal loop only (any number of workers may share one PostgreSQL)."""
+    import signal
+
+    from certpilot.reconciler.loop import Reconciler
+
+    configure_logging()
+    with open_app() as ctx:
+        reconciler = Reconciler(ctx)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: reconciler.stop())
+        reconciler.run_forever()
+
+
+def configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 def run() -> None:
     try:

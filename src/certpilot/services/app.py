@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from certpilot.clock import Clock, SystemClock
 from certpilot.config import Settings
+from certpilot.domain.errors import ConfigurationError
 from certpilot.issuers.runner import ScriptRunner
 from certpilot.keys.sealing import Sealer, load_master_key
 from certpilot.store.session import Database
@@ -33,6 +34,8 @@ class App:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.random_fraction = random_fraction or random.random
+        if check_schema and settings.database_url is None and not (settings.data_dir / "certpilot.db").exists():
+            raise ConfigurationError(f"no certpilot database in {settings.data_dir}: run `certpilot init` first")
         self.db = Database(settings.effective_database_url)
         if check_schema:
             self.db.check_ready()

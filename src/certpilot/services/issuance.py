@@ -20,15 +20,12 @@ from certpilot.keys.software import generate_private_key, seal_private_key
 from certpilot.pki.certificate import public_key_sha256
 from certpilot.pki.checks import IssuedCertificate, check_issued
 from certpilot.pki.csr import build_csr
-from certpilot.policy import next_retry_at, renewal_time
+from certpilot.policy import next_retry_at
 from certpilot.services.app import App
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
 from certpilot.store import scripts as script_repo
 from certpilot.store.events import record_event
-
-LEASE_MARGIN_S = 60
-
 
 @dataclass(frozen=True)
 class AttemptReport:
@@ -71,7 +68,7 @@ def attempt(app: App, name: str, *, actor: str | None = None) -> AttemptReport:
         profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
         script = script_repo.get_script(session, profile.script)
         repo.claim(session, name, owner=owner, now=now,
-                   lease_until=now + dt.timedelta(seconds=script.timeout_s + LEASE_MARGIN_S))
+                   lease_until=now + dt.timedelta(seconds=script.timeout_s + app.settings.lease_margin_s))
         job = _Job(cert, profile, script, repo.pending_key(session, name),
                    repo.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
     try:
@@ -147,12 +144,10 @@ def _record_success(
 ) -> AttemptReport:
     name = job.certificate.name
     now = app.clock.now()
-    renew_at = renewal_time(issued.facts.not_before, issued.facts.not_after, job.profile.renewal)
     with app.db.transaction() as session:
         number = repo.finish_attempt_issued(
             session, name, attempt_id=attempt_id, key=key, leaf_pem=issued.leaf_pem,
-            chain_pem=issued.chain_pem, facts=issued.facts, output=result.output or None,
-            now=now, next_action_at=renew_at,
+            chain_pem=issued.chain_pem, facts=issued.facts, output=result.output or None, now=now,
         )
         first = job.certificate.status.revision is None
         record_event(
@@ -179,7 +174,7 @@ def _record_failure(
     with app.db.transaction() as session:
         failures = repo.finish_attempt_failed(
             session, name, attempt_id=attempt_id, outcome=outcome, error=error,
-            output=result.output or None, now=now, next_action_at=retry_at,
+            output=result.output or None, now=now, retry_at=retry_at,
         )
         first = job.certificate.status.revision is None
         record_event(

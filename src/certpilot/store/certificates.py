@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
@@ -29,7 +29,7 @@ from certpilot.domain.model import (
 )
 from certpilot.keys.sealing import Sealer
 from certpilot.pki.certificate import CertificateFacts
-from certpilot.policy import expiry_status, is_expiring_within, renewal_time
+from certpilot.policy import Action, CertificateSnapshot, Decision, decide, expiry_status, is_expiring_within, renewal_time
 from certpilot.store.profiles import _row as _profile_row
 from certpilot.store.profiles import _to_profile
 from certpilot.store.tables import (
@@ -312,6 +312,11 @@ def store_pending_key(
 
 def start_attempt(session: Session, name: str, *, key_id: str, kind: str, worker: str, now: dt.datetime) -> int:
     row = _row(session, name)
+    # an attempt still open here belonged to a worker that died: its lease ran out
+    for stale in session.scalars(
+        select(AttemptRow).where(AttemptRow.certificate_id == row.id).where(AttemptRow.finished_at.is_(None))
+    ):
+        _finish(stale, Outcome.FAILED, now, f"the worker {stale.worker} stopped during this attempt", None)
     attempt = AttemptRow(certificate_id=row.id, key_id=key_id, kind=kind, worker=worker, started_at=now)
     session.add(attempt)
     if row.status.current_revision_id is not None:
@@ -340,7 +345,6 @@ def finish_attempt_issued(
     facts: CertificateFacts,
     output: str | None,
     now: dt.datetime,
-    next_action_at: dt.datetime,
 ) -> int:
     """Store the new revision and make it current, in the caller's transaction. Returns its number."""
     row = _row(session, name, for_update=True)
@@ -366,13 +370,14 @@ def finish_attempt_issued(
     st.renewal_requested = False
     st.warned_days = []
     st.expired_event_recorded = False
-    st.next_action_at = next_action_at
+    st.retry_at = None
     attempt = session.get(AttemptRow, attempt_id)
     assert attempt is not None
     _finish(attempt, Outcome.ISSUED, now, None, output)
     attempt.revision_number = revision.number
     session.flush()
-    session.expire(row)
+    session.refresh(st)
+    reschedule(row, now)
     return revision.number
 
 
@@ -385,7 +390,7 @@ def finish_attempt_failed(
     error: str,
     output: str | None,
     now: dt.datetime,
-    next_action_at: dt.datetime,
+    retry_at: dt.datetime,
 ) -> int:
     """Record a failed attempt; the served revision is left as it is. Returns the failure count."""
     row = _row(session, name, for_update=True)
@@ -393,7 +398,7 @@ def finish_attempt_failed(
     st.failures += 1
     st.last_error = error
     st.renewal_requested = False
-    st.next_action_at = next_action_at
+    st.retry_at = retry_at
     if st.current_revision_id is None:
         st.phase = Phase.FAILED.value
     else:
@@ -403,6 +408,7 @@ def finish_attempt_failed(
     assert attempt is not None
     _finish(attempt, outcome, now, error, output)
     session.flush()
+    reschedule(row, now)
     return st.failures
 
 
@@ -411,3 +417,99 @@ def spec_context(session: Session, name: str) -> Mapping[str, object]:
     row = _row(session, name)
     rev = row.status.current_revision
     return {"previous_certificate": rev.leaf_pem + rev.chain_pem if rev else None}
+
+
+# --- scheduling: what the renewal loop needs ---------------------------------
+
+
+def snapshot(row: CertificateRow) -> CertificateSnapshot:
+    """The policy's view of one certificate. The snapshot's `next_action_at` is the
+    backoff time (`retry_at`), not the loop's wake-up time."""
+    st = row.status
+    rev = st.current_revision
+    return CertificateSnapshot(
+        phase=Phase(st.phase),
+        has_revision=rev is not None,
+        not_before=rev.not_before if rev else None,
+        not_after=rev.not_after if rev else None,
+        renewal=_to_profile(row.profile, None).renewal,
+        failures=st.failures,
+        next_action_at=st.retry_at,
+        renewal_requested=st.renewal_requested,
+        warned_days=frozenset(st.warned_days or ()),
+        expired_event_recorded=st.expired_event_recorded,
+    )
+
+
+def reschedule(row: CertificateRow, now: dt.datetime) -> Decision:
+    """Set `next_action_at` from the policy: now when something is due, else when it falls due."""
+    decision = decide(snapshot(row), now)
+    row.status.next_action_at = decision.at if decision.action is Action.NOTHING else now
+    return decision
+
+
+def reschedule_by_name(session: Session, name: str, now: dt.datetime) -> Decision:
+    return reschedule(_row(session, name), now)
+
+
+def release_all(session: Session, owner: str) -> None:
+    session.execute(
+        update(CertificateStatusRow)
+        .where(CertificateStatusRow.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def decide_for(session: Session, name: str, now: dt.datetime) -> Decision:
+    return decide(snapshot(_row(session, name)), now)
+
+
+def record_warnings(session: Session, name: str, days: tuple[int, ...], now: dt.datetime) -> None:
+    row = _row(session, name)
+    row.status.warned_days = sorted(set(row.status.warned_days or ()) | set(days), reverse=True)
+    session.flush()
+    reschedule(row, now)
+
+
+def mark_expired(session: Session, name: str, now: dt.datetime) -> None:
+    row = _row(session, name)
+    row.status.phase = Phase.EXPIRED.value
+    row.status.expired_event_recorded = True
+    session.flush()
+    reschedule(row, now)
+
+
+def served_not_after(session: Session, name: str) -> dt.datetime | None:
+    rev = _row(session, name).status.current_revision
+    return rev.not_after if rev else None
+
+
+def claim_due(
+    session: Session, *, owner: str, now: dt.datetime, lease_until: dt.datetime, limit: int
+) -> list[str]:
+    """Lease up to `limit` certificates whose next action is due and that no live
+    worker holds; other workers skip the rows this one locks (PostgreSQL)."""
+    due = (
+        select(CertificateStatusRow.certificate_id)
+        .where(CertificateStatusRow.next_action_at <= now)
+        .where(or_(CertificateStatusRow.lease_owner.is_(None), CertificateStatusRow.lease_expires_at < now))
+        .order_by(CertificateStatusRow.next_action_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = list(session.scalars(due))
+    if not ids:
+        return []
+    session.execute(
+        update(CertificateStatusRow)
+        .where(CertificateStatusRow.certificate_id.in_(ids))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(select(CertificateRow.name).where(CertificateRow.id.in_(ids))))
+
+
+def earliest_next_action(session: Session) -> dt.datetime | None:
+    return session.scalar(select(func.min(CertificateStatusRow.next_action_at)))

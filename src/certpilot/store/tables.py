@@ -149,7 +149,8 @@ class CertificateStatusRow(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    next_action_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    next_action_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # when the loop looks next
+    retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # backoff: no attempt before this
     renewal_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     warned_days: Mapped[list[int]] = mapped_column(JSON, default=list)
     expired_event_recorded: Mapped[bool] = mapped_column(Boolean, default=False)

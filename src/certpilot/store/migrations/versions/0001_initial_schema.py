@@ -179,6 +179,7 @@ def upgrade() -> None:
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('next_action_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('retry_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('renewal_requested', sa.Boolean(), nullable=False),
     sa.Column('warned_days', sa.JSON(), nullable=False),
     sa.Column('expired_event_recorded', sa.Boolean(), nullable=False),

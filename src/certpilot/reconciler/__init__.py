@@ -1,0 +1,1 @@
+"""The renewal loop: gather -> decide (policy) -> act -> record, one certificate at a time."""
