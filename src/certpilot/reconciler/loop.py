@@ -21,6 +21,7 @@ from certpilot.services import issuance
 from certpilot.services.app import App
 from certpilot.store import certificates as repo
 from certpilot.store.events import record_event
+from certpilot.store.wakeup import WakeListener
 
 log = logging.getLogger("certpilot.reconciler")
 
@@ -57,6 +58,11 @@ class Reconciler:
 
     def run_forever(self) -> None:
         log.info("renewal loop started as %s", self.owner)
+        self.app.add_wake_listener(self.wake)
+        listener = None
+        if WakeListener.is_supported(self.app.db.url):
+            listener = WakeListener(self.app.db.url, self.wake)
+            listener.start()
         try:
             while not self._stop.is_set():
                 try:
@@ -68,6 +74,8 @@ class Reconciler:
                     continue  # more may be due right now
                 self._sleep()
         finally:
+            if listener is not None:
+                listener.stop()
             self._threads.shutdown(wait=True)
             self._release_all()
             log.info("renewal loop stopped")

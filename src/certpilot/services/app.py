@@ -43,6 +43,17 @@ class App:
         self._runner: ScriptRunner | None = None
         self._lock = threading.Lock()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake_listeners: list[Callable[[], None]] = []
+
+    def add_wake_listener(self, listener: Callable[[], None]) -> None:
+        """`listener` is called after work was made due in this process (a renewal loop's `wake`)."""
+        self._wake_listeners.append(listener)
+
+    def work_is_due(self) -> None:
+        """Wake the renewal loops: those in this process directly, others through the
+        database (PostgreSQL NOTIFY, sent by the service in its transaction)."""
+        for listener in self._wake_listeners:
+            listener()
 
     @property
     def sealer(self) -> Sealer:

@@ -27,6 +27,7 @@ from certpilot.services.app import App
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
 from certpilot.store.events import list_events, record_event
+from certpilot.store.wakeup import notify_wake
 
 MAX_SANS = 100
 
@@ -86,6 +87,8 @@ def request_certificate(
         record_event(session, at=now, actor=actor, kind=EventKind.CERT_REQUESTED, object_type="certificate",
                      object_name=name, details={"profile": profile, "common_name": subject.common_name,
                                                 "key": str(spec.key)})
+        notify_wake(session)
+    app.work_is_due()
     return cert
 
 
@@ -124,6 +127,8 @@ def request_renewal(app: App, name: str, *, actor: str) -> None:
         repo.request_renewal(session, name, now)
         record_event(session, at=now, actor=actor, kind=EventKind.CERT_RENEWAL_REQUESTED,
                      object_type="certificate", object_name=name)
+        notify_wake(session)
+    app.work_is_due()
 
 
 def remove_certificate(app: App, name: str, *, actor: str) -> None:
