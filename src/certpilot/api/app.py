@@ -1,4 +1,4 @@
-"""The FastAPI application factory. For now: the health probes."""
+"""The FastAPI application factory: API, operations endpoints and the renewal loop."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from certpilot import __version__
-from certpilot.domain.errors import ConfigurationError
+from certpilot.api import problems
+from certpilot.api.routes import certificates, events, operations, profiles, scripts, users
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
 
@@ -31,19 +31,17 @@ def create_app(app: App, reconciler: Reconciler | None = None) -> FastAPI:
                 reconciler.stop()
                 thread.join()
 
-    api = FastAPI(title="certpilot", version=__version__, openapi_url="/api/openapi.json", docs_url="/api/docs",
-                  lifespan=lifespan)
-
-    @api.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @api.get("/readyz", include_in_schema=False)
-    def readyz() -> JSONResponse:
-        try:
-            app.db.check_ready()
-        except ConfigurationError as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready"})
-
+    api = FastAPI(
+        title="certpilot",
+        version=__version__,
+        description="Certificates signed by your CA through issuer scripts, renewed before they expire.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    api.state.certpilot = app
+    problems.install(api)
+    for module in (operations, scripts, profiles, certificates, events, users):
+        api.include_router(module.router)
     return api

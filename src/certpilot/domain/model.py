@@ -10,6 +10,7 @@ import datetime as dt
 import enum
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -56,15 +57,19 @@ class EventKind(str, enum.Enum):
     CERT_EXPIRING = "CERT_EXPIRING"
     CERT_EXPIRED = "CERT_EXPIRED"
     CERT_DELETED = "CERT_DELETED"
+    CERT_UPDATED = "CERT_UPDATED"
     KEY_EXPORTED = "KEY_EXPORTED"
     PROFILE_CHANGED = "PROFILE_CHANGED"
     SCRIPT_CHANGED = "SCRIPT_CHANGED"
     LOGIN_FAILED = "LOGIN_FAILED"
+    USER_CHANGED = "USER_CHANGED"
+    TOKEN_CREATED = "TOKEN_CREATED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
 
 
 def check_name(value: str, what: str) -> str:
     """An object name: letters, digits, '.', '_' and '-', at most 128 characters."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise InvalidInput(
             f"{what} name {value!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
@@ -93,7 +98,7 @@ class KeySpec:
     @classmethod
     def parse(cls, text: str) -> KeySpec:
         algorithm, _, param = (text or "").strip().lower().partition(":")
-        if algorithm == "rsa" and param.isdigit() and int(param) in _RSA_SIZES:
+        if algorithm == "rsa" and param in {str(s) for s in _RSA_SIZES}:
             return cls("rsa", size=int(param))
         if algorithm == "ec" and param in _EC_CURVES:
             return cls("ec", curve=param)
@@ -143,7 +148,8 @@ def is_dns_name(value: str) -> bool:
     name = value[2:] if value.startswith("*.") else value
     if not name or len(value) > 253:
         return False
-    return all(_DNS_LABEL_RE.match(label) for label in name.rstrip(".").split("."))
+    name = name[:-1] if name.endswith(".") else name  # one trailing dot: the root
+    return all(_DNS_LABEL_RE.fullmatch(label) for label in name.split("."))
 
 
 def make_subject(
@@ -167,7 +173,7 @@ def make_subject(
             raise InvalidInput(
                 f"{field_name} is longer than {max_len} characters", field=field_name
             )
-        if any(ord(ch) < 32 for ch in value):
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
             raise InvalidInput(f"{field_name} contains control characters", field=field_name)
         return value
 
@@ -183,7 +189,7 @@ def make_subject(
             )
         c = c.upper()
     email = clean(email_address, "email_address", max_len=128)
-    if email is not None and not _EMAIL_RE.match(email):
+    if email is not None and not (email.isascii() and _EMAIL_RE.fullmatch(email)):
         raise InvalidInput(f"email_address {email!r} is not an e-mail address", field="email_address")
     return Subject(
         common_name=cn,
@@ -250,11 +256,13 @@ def _check_san_value(kind: SanKind, value: str, raw: str) -> str:
         except ValueError:
             raise bad from None
     if kind is SanKind.EMAIL:
-        if not _EMAIL_RE.match(value):
+        if not (value.isascii() and _EMAIL_RE.fullmatch(value)):  # IA5String: ASCII only
             raise bad
         return value
     parts = urlsplit(value)
-    if not parts.scheme or not (parts.netloc or parts.path) or any(c.isspace() for c in value):
+    if not value.isascii() or not parts.scheme or not (parts.netloc or parts.path) or any(
+        c.isspace() or unicodedata.category(c) == "Cc" for c in value
+    ):
         raise bad
     return value
 
@@ -397,3 +405,51 @@ class Event:
     object_type: str
     object_name: str
     details: Mapping[str, object]
+
+
+# --- users ------------------------------------------------------------------
+
+
+class Role(str, enum.Enum):
+    """Each role may do what the roles below it may."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        order = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
+        return order.index(self) >= order.index(needed)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting: a user, through a token, a web session or the local CLI."""
+
+    username: str
+    role: Role
+    via: str  # "token:<name>", "session", "cli"
+
+    @property
+    def actor(self) -> str:
+        return f"{self.username} ({self.via})"
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: Role
+    created_at: dt.datetime
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: int
+    username: str
+    name: str
+    prefix: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None

@@ -7,11 +7,43 @@ from collections.abc import Iterable
 MASK = "***"
 
 
+def _secret_spans(data: bytes, secrets: list[bytes]) -> list[tuple[int, int]]:
+    """Where secrets occur in `data`, overlapping occurrences merged, in order."""
+    spans = []
+    for secret in secrets:
+        start = data.find(secret)
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = data.find(secret, start + 1)
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _masked_window(data: bytes, secrets: Iterable[str], lo: int, hi: int) -> str:
+    """`data[lo:hi]` as text, with every secret that reaches into the window shown as
+    `***`, also one cut by the window's edge. Offsets are bytes, so a cut through a
+    multi-byte character cannot shift a secret out of view."""
+    encoded = sorted({s.encode("utf-8") for s in secrets if s}, key=len, reverse=True)
+    out, pos = [], lo
+    for start, end in _secret_spans(data, encoded):
+        if end <= lo or start >= hi:
+            continue
+        out.append(data[pos:max(start, lo)].decode("utf-8", "replace"))
+        out.append(MASK)
+        pos = min(end, hi)
+    out.append(data[pos:hi].decode("utf-8", "replace"))
+    return "".join(out)
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every non-empty secret replaced by `***`, longest first."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    """`text` with every non-empty secret replaced by `***`."""
+    data = text.encode("utf-8", "surrogatepass")
+    return _masked_window(data, secrets, 0, len(data))
 
 
 class BoundedCapture:
@@ -41,11 +73,13 @@ class BoundedCapture:
                 del self._tail[: len(self._tail) - self._tail_limit]
 
     def text(self, secrets: Iterable[str]) -> str:
+        """The kept output, secrets masked. Cuts are made on the raw bytes, and a
+        secret the cut runs through is masked whole, so no piece of it shows."""
         secrets = list(secrets)
         if self.total <= self._head_limit + self._tail_limit:  # nothing was dropped
-            return scrub((self._head + self._tail).decode("utf-8", "replace"), secrets)
-        head = scrub(self._head.decode("utf-8", "replace"), secrets)[: self._head_bytes]
-        tail = scrub(self._tail.decode("utf-8", "replace"), secrets)
-        tail = tail[len(tail) - self._tail_bytes :] if len(tail) > self._tail_bytes else tail
+            data = bytes(self._head + self._tail)
+            return _masked_window(data, secrets, 0, len(data))
+        head = _masked_window(bytes(self._head), secrets, 0, min(self._head_bytes, len(self._head)))
+        tail = _masked_window(bytes(self._tail), secrets, max(0, len(self._tail) - self._tail_bytes), len(self._tail))
         omitted = self.total - self._head_bytes - self._tail_bytes
         return f"{head}\n[... {omitted} bytes omitted ...]\n{tail}"

@@ -41,7 +41,8 @@ class ScriptCall:
 
 @dataclass(frozen=True)
 class ScriptResult:
-    """What one call gave. Exactly one of `pem`, `pending` or `error` is set."""
+    """What one call gave. Exactly one of `pem`, `pending` or `error` is set.
+    `returned_other` is set (with `error`) when the script returned something not text."""
 
     pem: str | None
     error: str | None
@@ -49,6 +50,7 @@ class ScriptResult:
     pending: dict[str, Any] | None
     output: str
     duration_s: float
+    returned_other: bool = False
 
 
 class WorkerDied(Exception):
@@ -221,7 +223,8 @@ def _to_result(reply: dict[str, Any], secrets: tuple[str, ...]) -> ScriptResult:
     if "result" in reply:
         return ScriptResult(reply["result"], None, False, None, output, duration_s)
     if "result_type" in reply:
-        return failed(f"check 1 (PEM): the script returned {reply['result_type']}, not PEM text")
+        message = f"check 1 (PEM): the script returned {reply['result_type']}, not PEM text"
+        return ScriptResult(None, message, False, None, output, duration_s, returned_other=True)
     return failed("the script ended without returning a certificate" + _stderr_hint(stderr))
 
 

@@ -49,6 +49,7 @@ class ScriptContext:
         self.certificate_name: str = data.get("certificate_name", "")
         self.profile_name: str = data.get("profile_name", "")
         self._result_file = result_file
+        self._secrets = [s for s in data.get("secrets", []) if s]
         self._logged = 0
 
     def log(self, message: object) -> None:
@@ -56,7 +57,8 @@ class ScriptContext:
         if self._logged >= LOG_LIMIT:
             return
         self._logged += 1
-        self._result_file.write(json.dumps({"log": str(message)[:4096]}) + "\n")
+        line = scrub(str(message), self._secrets)[:4096]  # mask first: a cut must not split a secret
+        self._result_file.write(json.dumps({"log": line}) + "\n")
         self._result_file.flush()
 
 
@@ -108,7 +110,8 @@ def _child(request: dict[str, Any], workdir: str) -> None:
             raise LookupError("the script defines no function certificate_request(csr, common_name, args_dict)")
         args = (request["csr"], request["common_name"], dict(request["args"]))
         if _accepts_context(func):
-            result = func(*args, context=ScriptContext(request.get("context", {}), result_file))
+            context = ScriptContext({**request.get("context", {}), "secrets": request.get("secrets", [])}, result_file)
+            result = func(*args, context=context)
         else:
             result = func(*args)
         if isinstance(result, bytes):

@@ -62,11 +62,15 @@ def create_master_key_file(path: Path) -> None:
 def load_master_key(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode & 0o777
-        text = path.read_text().strip()
+        text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         raise ConfigurationError(
             f"master key {path} not found: run `certpilot init` first, or set CERTPILOT_MASTER_KEY_FILE"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"master key {path} is not base64 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"master key {path} cannot be read: {exc.strerror}") from None
     if mode & 0o077:
         raise ConfigurationError(f"master key {path} is readable by others (mode {mode:o}); chmod 600 it")
     try:

@@ -34,7 +34,10 @@ def seal_private_key(sealer: Sealer, key: CertificateIssuerPrivateKeyTypes, key_
 
 def open_private_key(sealer: Sealer, sealed: bytes, key_id: str) -> CertificateIssuerPrivateKeyTypes:
     der = sealer.open(sealed, key_identity(key_id))
-    key = serialization.load_der_private_key(der, password=None)
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except ValueError as exc:
+        raise KeyBackendError(f"key {key_id} does not hold a private key: {exc}") from exc
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise KeyBackendError(f"key {key_id} is of an unsupported type")
     return key

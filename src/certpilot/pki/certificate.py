@@ -11,14 +11,30 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-_PEM_CERT_RE = re.compile(
-    r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----", re.MULTILINE
-)
+_BEGIN = "-----BEGIN CERTIFICATE-----"
+_END = "-----END CERTIFICATE-----"
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 def split_pem_certificates(text: str) -> list[str]:
-    """Every CERTIFICATE block of `text`, in order, normalised to end with a newline."""
-    return [block.strip() + "\n" for block in _PEM_CERT_RE.findall(text)]
+    """Every CERTIFICATE block of `text`, in order, normalised to end with a newline.
+    Raises ValueError for a block without its END line or with a body that is not base64,
+    so a damaged block is never silently left out."""
+    blocks = []
+    start = text.find(_BEGIN)
+    while start != -1:
+        end = text.find(_END, start)
+        if end == -1:
+            raise ValueError(f"certificate {len(blocks) + 1} has no END CERTIFICATE line")
+        body = "".join(text[start + len(_BEGIN) : end].split())
+        if not _BASE64_RE.fullmatch(body) or len(body) % 4:
+            raise ValueError(f"certificate {len(blocks) + 1} is not valid base64")
+        blocks.append(f"{_BEGIN}\n" + "\n".join(body[i : i + 64] for i in range(0, len(body), 64)) + f"\n{_END}\n")
+        next_begin = text.find(_BEGIN, start + len(_BEGIN))
+        if next_begin != -1 and next_begin < end:
+            raise ValueError(f"certificate {len(blocks)} has no END CERTIFICATE line")
+        start = text.find(_BEGIN, end)
+    return blocks
 
 
 def to_pem(cert: x509.Certificate) -> str:

@@ -35,7 +35,10 @@ def parse_returned_pem(text: object) -> list[x509.Certificate]:
     """Check 1: the script's return value parses as PEM X.509 certificates."""
     if not isinstance(text, str):
         raise _invalid(f"check 1 (PEM): the script returned {type(text).__name__}, not PEM text")
-    blocks = split_pem_certificates(text)
+    try:
+        blocks = split_pem_certificates(text)
+    except ValueError as exc:
+        raise _invalid(f"check 1 (PEM): {exc}") from exc
     if not blocks:
         raise _invalid("check 1 (PEM): the script's return value holds no PEM certificate")
     certs = []
@@ -60,6 +63,13 @@ def _leaf_names(leaf: x509.Certificate) -> tuple[list[str], list[str]]:
 
 def _leaf_common_names(leaf: x509.Certificate) -> list[str]:
     return [str(a.value).lower() for a in leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+
+
+def _normal_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return ""
 
 
 def dns_name_covered(requested: str, presented: list[str]) -> bool:
@@ -88,8 +98,9 @@ def check_issued(
     # 3. every requested DNS name and IP is covered
     dns, ips = _leaf_names(leaf)
     wanted = [s for s in requested_names if s.kind in (SanKind.DNS, SanKind.IP)]
-    if not dns and not ips and len(wanted) == 1:
-        dns = _leaf_common_names(leaf)  # a single-name request may be answered by CN alone
+    if not dns and not ips and len(wanted) == 1:  # a single-name request may be answered by CN alone
+        dns = _leaf_common_names(leaf)
+        ips = [_normal_ip(cn) for cn in dns if _normal_ip(cn)]
     missing = [
         str(s)
         for s in wanted

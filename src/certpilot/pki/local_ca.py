@@ -50,6 +50,7 @@ def create_local_ca(directory: Path, common_name: str, now: dt.datetime, *, vali
     cert_path, key_path = directory / "ca.pem", directory / "ca.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that was already there
     with os.fdopen(fd, "wb") as f:
         f.write(
             key.private_bytes(

@@ -21,6 +21,7 @@ from certpilot.services import issuance
 from certpilot.services.app import App
 from certpilot.store import certificates as repo
 from certpilot.store.events import record_event
+from certpilot.store.heartbeats import beat
 from certpilot.store.wakeup import WakeListener
 
 log = logging.getLogger("certpilot.reconciler")
@@ -39,6 +40,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._threads = ThreadPoolExecutor(max_workers=app.settings.workers, thread_name_prefix="reconcile")
         self.last_pass_at: dt.datetime | None = None
+        self._started_at = app.clock.now()
         self.passes = 0
 
     # --- control -------------------------------------------------------------
@@ -110,6 +112,8 @@ class Reconciler:
         wait(futures)
         self.last_pass_at = self.app.clock.now()
         self.passes += 1
+        with self.app.db.transaction() as session:
+            beat(session, self.owner, started_at=self._started_at, now=self.last_pass_at)
         return len(names)
 
     def _reconcile_leased(self, name: str) -> None:

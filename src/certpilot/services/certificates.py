@@ -15,12 +15,17 @@ from certpilot.domain.model import (
     Event,
     EventKind,
     KeySpec,
+    Phase,
     Profile,
+    SENSITIVE_MASK,
     Revision,
     Subject,
     check_name,
     make_sans,
 )
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from sqlalchemy.orm import Session
+
 from certpilot.keys.software import open_private_key
 from certpilot.pki.encoding import pkcs12_bundle, private_key_pem
 from certpilot.services.app import App
@@ -55,6 +60,36 @@ def check_dynamic_values(profile: Profile, values: Mapping[str, str]) -> tuple[d
     return {p.name: values[p.name] for p in profile.dynamic_params()}, sensitive
 
 
+@dataclass(frozen=True)
+class SpecInput:
+    """A certificate's spec as a user gives it, before checks against its profile."""
+
+    profile: str
+    subject: Subject
+    subject_alt_names: Sequence[str] = ()
+    key: KeySpec | None = None
+    hsm_group: str | None = None
+    dynamic_params: Mapping[str, str] | None = None
+    add_cn_to_sans: bool = True
+
+
+def _checked_spec(session: Session, given: SpecInput, *, keep_masked: bool) -> tuple[CertificateSpec, frozenset[str], frozenset[str]]:
+    """The spec, its sensitive params, and (with `keep_masked`) the sensitive params sent as `***`."""
+    if len(given.subject_alt_names) > MAX_SANS:
+        raise InvalidInput(f"a certificate takes at most {MAX_SANS} subject alternative names", field="subject_alt_names")
+    sans = make_sans(given.subject.common_name, tuple(given.subject_alt_names), add_cn=given.add_cn_to_sans)
+    if given.hsm_group is not None:
+        raise InvalidInput("HSM-backed keys are not available yet: leave out hsm_group", field="hsm_group")
+    prof = profile_repo.get_profile(session, given.profile)
+    values, sensitive = check_dynamic_values(prof, given.dynamic_params or {})
+    keep = frozenset(k for k in sensitive if keep_masked and values[k] == SENSITIVE_MASK)
+    spec = CertificateSpec(
+        profile=given.profile, subject=given.subject, subject_alt_names=sans,
+        key=given.key or prof.default_key, hsm_group=given.hsm_group, dynamic_params=values,
+    )
+    return spec, sensitive, keep
+
+
 def request_certificate(
     app: App,
     name: str,
@@ -70,19 +105,10 @@ def request_certificate(
 ) -> Certificate:
     """Create the certificate in phase `pending`; issuance happens in `issuance.attempt`."""
     check_name(name, "certificate")
-    if len(subject_alt_names) > MAX_SANS:
-        raise InvalidInput(f"a certificate takes at most {MAX_SANS} subject alternative names", field="subject_alt_names")
-    sans = make_sans(subject.common_name, tuple(subject_alt_names), add_cn=add_cn_to_sans)
-    if hsm_group is not None:
-        raise InvalidInput("HSM-backed keys are not available yet: leave out --hsm-group", field="hsm_group")
+    given = SpecInput(profile, subject, subject_alt_names, key, hsm_group, dynamic_params, add_cn_to_sans)
     now = app.clock.now()
     with app.db.transaction() as session:
-        prof = profile_repo.get_profile(session, profile)
-        values, sensitive = check_dynamic_values(prof, dynamic_params or {})
-        spec = CertificateSpec(
-            profile=profile, subject=subject, subject_alt_names=sans,
-            key=key or prof.default_key, hsm_group=hsm_group, dynamic_params=values,
-        )
+        spec, sensitive, _ = _checked_spec(session, given, keep_masked=False)
         cert = repo.add_certificate(session, app.sealer, name=name, spec=spec, sensitive_params=sensitive, now=now)
         record_event(session, at=now, actor=actor, kind=EventKind.CERT_REQUESTED, object_type="certificate",
                      object_name=name, details={"profile": profile, "common_name": subject.common_name,
@@ -92,16 +118,46 @@ def request_certificate(
     return cert
 
 
+def update_certificate(app: App, name: str, given: SpecInput, *, actor: str) -> tuple[Certificate, bool]:
+    """Replace the spec. Sending back what was read (`***` for a sensitive value) changes
+    nothing; a real change asks for a new issuance. Returns the certificate and whether it changed."""
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        spec, sensitive, keep = _checked_spec(session, given, keep_masked=True)
+        changed = repo.replace_spec(session, app.sealer, name=name, spec=spec, sensitive_params=sensitive,
+                                    keep_sensitive=keep, now=now)
+        if changed:
+            record_event(session, at=now, actor=actor, kind=EventKind.CERT_UPDATED, object_type="certificate",
+                         object_name=name, details={"profile": spec.profile, "common_name": spec.subject.common_name})
+            notify_wake(session)
+        cert = repo.get_certificate(session, name, now)
+    if changed:
+        app.work_is_due()
+    return cert, changed
+
+
 def get_certificate(app: App, name: str) -> Certificate:
     with app.db.transaction() as session:
         return repo.get_certificate(session, name, app.clock.now())
 
 
-def list_certificates(app: App, *, expiring_within_days: int | None = None) -> list[Certificate]:
+def list_certificates(
+    app: App,
+    *,
+    expiring_within_days: int | None = None,
+    phase: Phase | None = None,
+    profile: str | None = None,
+    after_name: str | None = None,
+    limit: int | None = None,
+) -> list[Certificate]:
+    """Ordered by name; `after_name` + `limit` page through them."""
     if expiring_within_days is not None and expiring_within_days < 0:
         raise InvalidInput("expiring-within days must be 0 or more", field="expiring_within")
     with app.db.transaction() as session:
-        return repo.list_certificates(session, app.clock.now(), expiring_within_days=expiring_within_days)
+        return repo.list_certificates(
+            session, app.clock.now(), expiring_within_days=expiring_within_days, phase=phase,
+            profile=profile, after_name=after_name, limit=limit,
+        )
 
 
 def list_revisions(app: App, name: str) -> list[Revision]:
@@ -140,6 +196,46 @@ def remove_certificate(app: App, name: str, *, actor: str) -> None:
 
 
 @dataclass(frozen=True)
+class ExportMaterial:
+    """The served revision's certificate and chain, and its private key when asked for."""
+
+    name: str
+    revision: int
+    leaf_pem: str
+    chain_pem: str
+    private_key: CertificateIssuerPrivateKeyTypes | None
+
+    @property
+    def fullchain_pem(self) -> str:
+        return self.leaf_pem + self.chain_pem
+
+    @property
+    def private_key_pem(self) -> str | None:
+        return private_key_pem(self.private_key) if self.private_key is not None else None
+
+    def pkcs12(self, password: bytes | None) -> bytes:
+        return pkcs12_bundle(self.name, self.leaf_pem, self.chain_pem, self.private_key, password)
+
+
+def export_material(app: App, name: str, *, include_key: bool, fmt: str = "pem", actor: str) -> ExportMaterial:
+    """The served revision; with `include_key` the private key too, recorded as KEY_EXPORTED."""
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        revision = repo.current_revision(session, name)
+        if revision is None:
+            raise NotFound("issued revision of certificate", name)
+        key = None
+        if include_key:
+            stored = repo.get_key(session, revision.key_id)
+            if stored.private_key_sealed is None:
+                raise InvalidInput(f"the key of {name!r} is held in an HSM and cannot be exported", field="include_key")
+            key = open_private_key(app.sealer, stored.private_key_sealed, stored.key_id)
+            record_event(session, at=now, actor=actor, kind=EventKind.KEY_EXPORTED, object_type="certificate",
+                         object_name=name, details={"revision": revision.revision, "format": fmt})
+    return ExportMaterial(name, revision.revision, revision.leaf_pem, revision.chain_pem, key)
+
+
+@dataclass(frozen=True)
 class ExportedFiles:
     paths: tuple[Path, ...]
     revision: int
@@ -161,31 +257,19 @@ def export_certificate(
     """Write the served revision to `out_dir`: PEM files, or one PKCS#12 file."""
     if fmt not in ("pem", "pkcs12"):
         raise InvalidInput(f"export format {fmt!r} is not supported: use pem or pkcs12", field="format")
-    now = app.clock.now()
-    with app.db.transaction() as session:
-        revision = repo.current_revision(session, name)
-        if revision is None:
-            raise NotFound("issued revision of certificate", name)
-        key = None
-        if include_key:
-            stored = repo.get_key(session, revision.key_id)
-            if stored.private_key_sealed is None:
-                raise InvalidInput(f"the key of {name!r} is held in an HSM and cannot be exported", field="include_key")
-            key = open_private_key(app.sealer, stored.private_key_sealed, stored.key_id)
-            record_event(session, at=now, actor=actor, kind=EventKind.KEY_EXPORTED, object_type="certificate",
-                         object_name=name, details={"revision": revision.revision, "format": fmt})
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if fmt == "pkcs12":
-            path = out_dir / f"{name}.p12"
-            _write(path, pkcs12_bundle(name, revision.leaf_pem, revision.chain_pem, key, pkcs12_password), 0o600)
-            return ExportedFiles((path,), revision.revision)
-        files = [
-            (out_dir / "cert.pem", revision.leaf_pem, 0o644),
-            (out_dir / "chain.pem", revision.chain_pem, 0o644),
-            (out_dir / "fullchain.pem", revision.leaf_pem + revision.chain_pem, 0o644),
-        ]
-        if key is not None:
-            files.append((out_dir / "key.pem", private_key_pem(key), 0o600))
-        for path, text, mode in files:
-            _write(path, text.encode("ascii"), mode)
-        return ExportedFiles(tuple(p for p, _, _ in files), revision.revision)
+    material = export_material(app, name, include_key=include_key, fmt=fmt, actor=actor)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "pkcs12":
+        path = out_dir / f"{name}.p12"
+        _write(path, material.pkcs12(pkcs12_password), 0o600)
+        return ExportedFiles((path,), material.revision)
+    files = [
+        (out_dir / "cert.pem", material.leaf_pem, 0o644),
+        (out_dir / "chain.pem", material.chain_pem, 0o644),
+        (out_dir / "fullchain.pem", material.fullchain_pem, 0o644),
+    ]
+    if material.private_key_pem is not None:
+        files.append((out_dir / "key.pem", material.private_key_pem, 0o600))
+    for path, text, mode in files:
+        _write(path, text.encode("ascii"), mode)
+    return ExportedFiles(tuple(p for p, _, _ in files), material.revision)

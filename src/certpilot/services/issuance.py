@@ -52,9 +52,8 @@ def _secrets(job: _Job) -> tuple[str, ...]:
 
 
 def _args(job: _Job) -> dict[str, str]:
-    args = {p.name: p.value or "" for p in job.profile.params if not p.dynamic}
-    args.update(job.certificate.spec.dynamic_params)
-    return args
+    values = job.certificate.spec.dynamic_params
+    return {p.name: (values.get(p.name, "") if p.dynamic else p.value or "") for p in job.profile.params}
 
 
 def attempt(app: App, name: str, *, actor: str | None = None) -> AttemptReport:
@@ -128,6 +127,8 @@ def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
 def _checked(result: ScriptResult, key: repo.StoredKey, job: _Job, now: dt.datetime) -> IssuedCertificate:
     if result.timed_out:
         raise IssuerFailed(result.error or "timeout", outcome=Outcome.TIMEOUT.value)
+    if result.returned_other:
+        raise IssuerFailed(result.error or "the script returned no text", outcome=Outcome.INVALID.value)
     if result.error is not None:
         raise IssuerFailed(result.error)
     if result.pending is not None:

@@ -9,6 +9,7 @@ from certpilot.domain.model import (
     DEFAULT_KEY_SPEC,
     DEFAULT_WARNING_DAYS,
     PARAM_NAME_RE,
+    SENSITIVE_MASK,
     EventKind,
     KeySpec,
     Profile,
@@ -29,7 +30,7 @@ def check_params(params: Sequence[ProfileParam]) -> tuple[ProfileParam, ...]:
     if len(params) > MAX_PARAMS:
         raise InvalidInput(f"a profile takes at most {MAX_PARAMS} parameters", field="params")
     for p in params:
-        if not PARAM_NAME_RE.match(p.name):
+        if not PARAM_NAME_RE.fullmatch(p.name):
             raise InvalidInput(
                 f"parameter name {p.name!r} is not valid: use letters, digits, '_', '.' or '-', "
                 "starting with a letter or '_'",
@@ -95,6 +96,44 @@ def create_profile(
                      object_name=name, details={"action": "created", "script": script,
                                                 "params": [p.name for p in checked]})
     return profile
+
+
+def update_profile(
+    app: App,
+    name: str,
+    *,
+    script: str,
+    params: Sequence[ProfileParam] = (),
+    renew_before_days: int | None = None,
+    renew_before_percent: float | None = None,
+    warning_days: Sequence[int] | None = None,
+    default_key: KeySpec = DEFAULT_KEY_SPEC,
+    actor: str,
+) -> Profile:
+    """Replace a profile's settings. A sensitive param whose value is `***` keeps its stored value."""
+    keep = frozenset(p.name for p in params if p.sensitive and not p.dynamic and p.value == SENSITIVE_MASK)
+    checked = check_params(params)
+    renewal = check_renewal(renew_before_days, renew_before_percent, warning_days)
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        before = repo.get_profile(session, name)
+        profile = repo.replace_profile(
+            session, app.sealer, name=name, script=script, params=checked, keep_sensitive=keep,
+            renewal=renewal, default_key=default_key, now=now,
+        )
+        changed = _changed_fields(before, profile, set(p.name for p in checked if p.sensitive) - keep)
+        if changed:
+            record_event(session, at=now, actor=actor, kind=EventKind.PROFILE_CHANGED, object_type="profile",
+                         object_name=name, details={"action": "updated", "changed": changed})
+    return profile
+
+
+def _changed_fields(before: Profile, after: Profile, new_secrets: set[str]) -> list[str]:
+    """Names of what changed (never values: some are secrets)."""
+    changed = [f for f in ("script", "renewal", "default_key") if getattr(before, f) != getattr(after, f)]
+    if before.params != after.params or new_secrets:
+        changed.append("params")
+    return changed
 
 
 def get_profile(app: App, name: str) -> Profile:

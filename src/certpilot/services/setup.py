@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from importlib import resources
 
-from argon2 import PasswordHasher
-
 from certpilot.config import Settings
 from certpilot.domain.errors import ConfigurationError
-from certpilot.domain.model import ProfileParam
+from certpilot.domain.model import ProfileParam, Role
 from certpilot.keys.sealing import create_master_key_file
 from certpilot.pki.local_ca import create_local_ca
 from certpilot.services.app import App
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
-from certpilot.store.users import add_user, has_users
+from certpilot.services.users import add_user, generate_password
+from certpilot.store.users import has_users
 
 DEMO_SCRIPT = "local-ca"
 DEMO_PROFILE = "demo"
@@ -44,10 +42,8 @@ def initialise(settings: Settings, *, demo: bool, actor: str) -> InitReport:
                 raise ConfigurationError(f"certpilot is initialised already in {settings.data_dir}")
         if not key_file.exists():
             create_master_key_file(key_file)
-        password = secrets.token_urlsafe(18)
-        now = app.clock.now()
-        with app.db.transaction() as session:
-            add_user(session, "admin", PasswordHasher().hash(password), "admin", now)
+        password = generate_password()
+        add_user(app, "admin", Role.ADMIN, password, actor=actor)
         demo_profile = _create_demo(app, actor) if demo else None
         return InitReport(admin_password=password, demo_profile=demo_profile)
     finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 from certpilot.domain.model import (
     SENSITIVE_MASK,
+    ApiToken,
     Attempt,
     Certificate,
     Event,
@@ -123,4 +124,17 @@ def event_view(event: Event) -> dict[str, Any]:
         "object_type": event.object_type,
         "object": event.object_name,
         "details": dict(event.details),
+    }
+
+
+def token_view(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "username": token.username,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": timestamp(token.created_at),
+        "expires_at": timestamp(token.expires_at),
+        "revoked_at": timestamp(token.revoked_at),
+        "last_used_at": timestamp(token.last_used_at),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from certpilot.domain.errors import Conflict, NotFound
+from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import (
     Attempt,
     Certificate,
@@ -116,6 +116,21 @@ def _to_certificate(row: CertificateRow, now: dt.datetime, sealer: Sealer | None
     )
 
 
+def _dynamic_rows(sealer: Sealer, values: Mapping[str, str], sensitive_params: frozenset[str]) -> list[DynamicParamRow]:
+    rows = []
+    for param_name, value in values.items():
+        row_id = uuid.uuid4().hex
+        sensitive = param_name in sensitive_params
+        rows.append(
+            DynamicParamRow(
+                id=row_id, name=param_name, sensitive=sensitive,
+                value=None if sensitive else value,
+                value_sealed=sealer.seal_text(value, dynamic_param_identity(row_id)) if sensitive else None,
+            )
+        )
+    return rows
+
+
 def add_certificate(
     session: Session,
     sealer: Sealer,
@@ -127,17 +142,6 @@ def add_certificate(
 ) -> Certificate:
     if session.scalar(select(exists().where(CertificateRow.name == name))):
         raise Conflict(f"certificate {name!r} exists already")
-    params = []
-    for param_name, value in spec.dynamic_params.items():
-        row_id = uuid.uuid4().hex
-        sensitive = param_name in sensitive_params
-        params.append(
-            DynamicParamRow(
-                id=row_id, name=param_name, sensitive=sensitive,
-                value=None if sensitive else value,
-                value_sealed=sealer.seal_text(value, dynamic_param_identity(row_id)) if sensitive else None,
-            )
-        )
     row = CertificateRow(
         name=name,
         profile=_profile_row(session, spec.profile),
@@ -147,7 +151,7 @@ def add_certificate(
         hsm_group=spec.hsm_group,
         created_at=now,
         updated_at=now,
-        dynamic_params=params,
+        dynamic_params=_dynamic_rows(sealer, spec.dynamic_params, sensitive_params),
         status=CertificateStatusRow(phase=Phase.PENDING.value, failures=0, next_action_at=now, warned_days=[]),
     )
     session.add(row)
@@ -161,17 +165,31 @@ def get_certificate(session: Session, name: str, now: dt.datetime, sealer: Seale
 
 
 def list_certificates(
-    session: Session, now: dt.datetime, *, expiring_within_days: int | None = None
+    session: Session,
+    now: dt.datetime,
+    *,
+    expiring_within_days: int | None = None,
+    phase: Phase | None = None,
+    profile: str | None = None,
+    after_name: str | None = None,
+    limit: int | None = None,
 ) -> list[Certificate]:
-    query = select(CertificateRow).order_by(CertificateRow.name)
+    """Ordered by name; `after_name` and `limit` page through the list."""
+    query = select(CertificateRow).join(CertificateStatusRow).order_by(CertificateRow.name)
     if expiring_within_days is not None:
-        # narrow in SQL on the served revision's expiry, then apply the policy's own test
+        # narrow in SQL on the served revision's expiry; the policy's own test decides below
         horizon = now + dt.timedelta(days=expiring_within_days)
-        query = (
-            query.join(CertificateStatusRow)
-            .join(RevisionRow, RevisionRow.id == CertificateStatusRow.current_revision_id)
-            .where(RevisionRow.not_after <= horizon)
+        query = query.join(RevisionRow, RevisionRow.id == CertificateStatusRow.current_revision_id).where(
+            RevisionRow.not_after <= horizon
         )
+    if phase is not None:
+        query = query.where(CertificateStatusRow.phase == phase.value)
+    if profile is not None:
+        query = query.where(CertificateRow.profile_id == _profile_row(session, profile).id)
+    if after_name is not None:
+        query = query.where(CertificateRow.name > after_name)
+    if limit is not None:
+        query = query.limit(limit)
     certs = [_to_certificate(r, now) for r in session.scalars(query)]
     if expiring_within_days is not None:
         certs = [
@@ -179,6 +197,49 @@ def list_certificates(
             if c.status.not_after is not None and is_expiring_within(c.status.not_after, now, expiring_within_days)
         ]
     return certs
+
+
+def replace_spec(
+    session: Session,
+    sealer: Sealer,
+    *,
+    name: str,
+    spec: CertificateSpec,
+    sensitive_params: frozenset[str],
+    keep_sensitive: frozenset[str],
+    now: dt.datetime,
+) -> bool:
+    """Replace the spec; a sensitive dynamic value named in `keep_sensitive` keeps its
+    stored value. A real change drops the key made for the old spec and asks for a
+    new issuance. Returns whether anything changed."""
+    row = _row(session, name)
+    current = _to_certificate(row, now, sealer)
+    values = dict(spec.dynamic_params)
+    for param_name in keep_sensitive:
+        if param_name not in current.sensitive_params:
+            raise InvalidInput(f"dynamic parameter {param_name!r} has no stored value to keep: send its value",
+                               field="dynamic_params")
+        values[param_name] = current.spec.dynamic_params[param_name]
+    new_spec = CertificateSpec(
+        profile=spec.profile, subject=spec.subject, subject_alt_names=spec.subject_alt_names, key=spec.key,
+        hsm_group=spec.hsm_group, dynamic_params=values,
+    )
+    if new_spec == current.spec and sensitive_params == current.sensitive_params:
+        return False
+    row.profile = _profile_row(session, spec.profile)
+    row.subject = spec.subject.as_dict()
+    row.subject_alt_names = [str(s) for s in spec.subject_alt_names]
+    row.key_spec = str(spec.key)
+    row.hsm_group = spec.hsm_group
+    row.updated_at = now
+    row.dynamic_params.clear()
+    session.flush()
+    row.dynamic_params.extend(_dynamic_rows(sealer, values, sensitive_params))
+    row.status.pending_key_id = None  # its CSR says what the old spec said
+    row.status.renewal_requested = True
+    row.status.next_action_at = now
+    session.flush()
+    return True
 
 
 def remove_certificate(session: Session, name: str) -> None:

@@ -31,10 +31,20 @@ def record_event(
 
 
 def list_events(
-    session: Session, *, object_type: str | None = None, object_name: str | None = None, limit: int = 200
+    session: Session,
+    *,
+    kind: str | None = None,
+    object_type: str | None = None,
+    object_name: str | None = None,
+    before_id: int | None = None,
+    limit: int = 200,
 ) -> list[Event]:
     """Newest first."""
     query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+    if kind:
+        query = query.where(EventRow.kind == kind)
+    if before_id is not None:
+        query = query.where(EventRow.id < before_id)
     if object_type:
         query = query.where(EventRow.object_type == object_type)
     if object_name:

@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from certpilot.domain.errors import Conflict, NotFound
+from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import KeySpec, Profile, ProfileParam, RenewalSettings
 from certpilot.keys.sealing import Sealer
 from certpilot.store.scripts import _row as _script_row
@@ -111,3 +111,50 @@ def remove_profile(session: Session, name: str) -> None:
         shown = ", ".join(sorted(users)[:5]) + (", ..." if len(users) > 5 else "")
         raise Conflict(f"profile {name!r} is used by certificate(s) {shown}; remove those first")
     session.delete(row)
+
+
+def replace_profile(
+    session: Session,
+    sealer: Sealer,
+    *,
+    name: str,
+    script: str,
+    params: tuple[ProfileParam, ...],
+    keep_sensitive: frozenset[str],
+    renewal: RenewalSettings,
+    default_key: KeySpec,
+    now: dt.datetime,
+) -> Profile:
+    """Replace the profile's settings; sensitive params named in `keep_sensitive`
+    keep their stored value (a client sent back the `***` it read)."""
+    row = _row(session, name)
+    stored = {p.name: p for p in _to_profile(row, sealer).params}
+    resolved = []
+    for p in params:
+        if p.name in keep_sensitive:
+            old = stored.get(p.name)
+            if old is None or not old.sensitive or old.dynamic or old.value is None:
+                raise InvalidInput(
+                    f"parameter {p.name!r} has no stored sensitive value to keep: send its value", field="params"
+                )
+            p = ProfileParam(p.name, old.value, sensitive=True, dynamic=False)
+        resolved.append(p)
+    new_dynamic = {p.name for p in resolved if p.dynamic} - {p.name for p in stored.values() if p.dynamic}
+    if new_dynamic:
+        users = session.scalars(select(CertificateRow.name).where(CertificateRow.profile_id == row.id).limit(3)).all()
+        if users:
+            raise Conflict(
+                f"profile {name!r} is used by certificate(s) {', '.join(users)}: a new dynamic parameter "
+                f"({', '.join(sorted(new_dynamic))}) would leave them without a value"
+            )
+    row.script = _script_row(session, script)
+    row.renew_before_days = renewal.renew_before_days
+    row.renew_before_percent = renewal.renew_before_percent
+    row.warning_days = list(renewal.warning_days)
+    row.default_key = str(default_key)
+    row.updated_at = now
+    row.params.clear()
+    session.flush()
+    row.params.extend(_param_rows(tuple(resolved), sealer))
+    session.flush()
+    return _to_profile(row, None)

@@ -31,6 +31,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_events_kind'), ['kind'], unique=False)
         batch_op.create_index('ix_events_object', ['object_type', 'object_name'], unique=False)
 
+    op.create_table('loop_heartbeats',
+    sa.Column('owner', sa.String(length=128), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_pass_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('owner', name=op.f('pk_loop_heartbeats'))
+    )
+    with op.batch_alter_table('loop_heartbeats', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loop_heartbeats_last_pass_at'), ['last_pass_at'], unique=False)
+
     op.create_table('scripts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
@@ -53,6 +62,23 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('username', name=op.f('uq_users_username'))
     )
+    op.create_table('api_tokens',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
+    sa.UniqueConstraint('token_sha256', name=op.f('uq_api_tokens_token_sha256'))
+    )
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_tokens_user_id'), ['user_id'], unique=False)
+
     op.create_table('profiles',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
@@ -223,8 +249,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_profiles_script_id'))
 
     op.drop_table('profiles')
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
+
+    op.drop_table('api_tokens')
     op.drop_table('users')
     op.drop_table('scripts')
+    with op.batch_alter_table('loop_heartbeats', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_loop_heartbeats_last_pass_at'))
+
+    op.drop_table('loop_heartbeats')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_object')
         batch_op.drop_index(batch_op.f('ix_events_kind'))

@@ -1,0 +1,50 @@
+"""Who is calling: a Bearer API token (or, for the web UI, its session), and may they."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from certpilot.domain.model import Principal, Role
+from certpilot.services.app import App
+from certpilot.services.users import authenticate_token
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `certpilot token create` or POST /api/v1/tokens")
+SESSION_PRINCIPAL_KEY = "certpilot.principal"
+
+
+def certpilot_app(request: Request) -> App:
+    return request.app.state.certpilot  # type: ignore[no-any-return]
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is not None:
+        return authenticate_token(certpilot_app(request), credentials.credentials)
+    from_session = request.scope.get(SESSION_PRINCIPAL_KEY)
+    if isinstance(from_session, Principal):
+        return from_session
+    raise HTTPException(401, "authentication required: send Authorization: Bearer <token>",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency that lets `role` and the roles above it through, and answers 403 to the rest."""
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.role.allows(role):
+            raise HTTPException(403, f"this needs the {role.value} role; {principal.username} is {principal.role.value}")
+        return principal
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+CertpilotApp = Annotated[App, Depends(certpilot_app)]

@@ -1,0 +1,68 @@
+"""Errors as `application/problem+json` (RFC 9457), mapped from the domain in one place."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from certpilot.domain.errors import (
+    CertpilotError,
+    ConfigurationError,
+    Conflict,
+    InvalidInput,
+    IssuerFailed,
+    KeyBackendError,
+    NotFound,
+)
+from certpilot.services.users import AuthenticationFailed
+
+_STATUS: list[tuple[type[CertpilotError], int, str]] = [
+    (NotFound, 404, "Not Found"),
+    (Conflict, 409, "Conflict"),
+    (InvalidInput, 422, "Invalid input"),
+    (AuthenticationFailed, 401, "Unauthorized"),
+    (IssuerFailed, 502, "Issuer failed"),
+    (KeyBackendError, 500, "Key backend error"),
+    (ConfigurationError, 503, "Service unavailable"),
+]
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def install(api: FastAPI) -> None:
+    @api.exception_handler(CertpilotError)
+    async def _domain(_: Request, exc: CertpilotError) -> JSONResponse:
+        for kind, status, title in _STATUS:
+            if isinstance(exc, kind):
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                field = getattr(exc, "field", None)
+                return problem(status, title, str(exc), headers, **({"field": field} if field else {}))
+        return problem(500, "Internal error", str(exc))
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        detail = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return problem(422, "Invalid input", detail, errors=[
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg"))} for e in errors[:20]
+        ])
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), dict(exc.headers or {}))
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from certpilot.api.auth import Admin, CertpilotApp, Operator, Viewer
+from certpilot.api.pagination import link_next
+from certpilot.api.schemas import (
+    AttemptOut,
+    CertificateIn,
+    CertificateOut,
+    CertificateUpdate,
+    ExportIn,
+    ExportOut,
+    RevisionOut,
+    SpecIn,
+)
+from certpilot.domain.model import KeySpec, Phase, make_subject
+from certpilot.services import certificates as service
+from certpilot.services import issuance
+from certpilot.services.views import attempt_view, certificate_view, revision_view
+
+router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
+
+
+def _spec_input(spec: SpecIn) -> service.SpecInput:
+    s = spec.subject
+    return service.SpecInput(
+        profile=spec.profile,
+        subject=make_subject(s.common_name, s.organization, s.organizational_unit, s.locality, s.state,
+                             s.country, s.email_address),
+        subject_alt_names=spec.subject_alt_names,
+        key=KeySpec.parse(spec.key) if spec.key else None,
+        hsm_group=spec.hsm_group,
+        dynamic_params=spec.dynamic_params,
+    )
+
+
+@router.get("", response_model=list[CertificateOut])
+def list_certificates(
+    request: Request,
+    response: Response,
+    app: CertpilotApp,
+    _: Viewer,
+    phase: Phase | None = None,
+    profile: str | None = None,
+    expiring_within: Annotated[int | None, Query(ge=0, le=36500, description="days")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=128, description="the last name of the previous page")] = None,
+) -> list[dict]:
+    certs = service.list_certificates(app, expiring_within_days=expiring_within, phase=phase, profile=profile,
+                                      after_name=cursor, limit=limit)
+    if len(certs) == limit:
+        link_next(request, response, certs[-1].name)
+    return [certificate_view(c) for c in certs]
+
+
+@router.post("", response_model=CertificateOut, status_code=202,
+             responses={201: {"model": CertificateOut, "description": "issued (with ?wait=true)"}})
+def request_certificate(body: CertificateIn, response: Response, app: CertpilotApp, who: Operator,
+                        wait: bool = False) -> dict:
+    given = _spec_input(body.spec)
+    service.request_certificate(
+        app, body.name, profile=given.profile, subject=given.subject, subject_alt_names=given.subject_alt_names,
+        key=given.key, hsm_group=given.hsm_group, dynamic_params=given.dynamic_params, actor=who.actor,
+    )
+    if wait:
+        report = issuance.attempt(app, body.name, actor=who.actor)
+        response.status_code = 201 if issuance.is_success(report) else 202
+    return certificate_view(service.get_certificate(app, body.name))
+
+
+@router.get("/{name}", response_model=CertificateOut)
+def get_certificate(name: str, app: CertpilotApp, _: Viewer) -> dict:
+    return certificate_view(service.get_certificate(app, name))
+
+
+@router.put("/{name}", response_model=CertificateOut)
+def update_certificate(name: str, body: CertificateUpdate, app: CertpilotApp, who: Operator) -> dict:
+    cert, _ = service.update_certificate(app, name, _spec_input(body.spec), actor=who.actor)
+    return certificate_view(cert)
+
+
+@router.delete("/{name}", status_code=204)
+def remove_certificate(name: str, app: CertpilotApp, who: Operator) -> Response:
+    service.remove_certificate(app, name, actor=who.actor)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/renew", response_model=CertificateOut, status_code=202)
+def renew_certificate(name: str, response: Response, app: CertpilotApp, who: Operator, wait: bool = False) -> dict:
+    service.request_renewal(app, name, actor=who.actor)
+    if wait:
+        report = issuance.attempt(app, name, actor=who.actor)
+        response.status_code = 200 if issuance.is_success(report) else 202
+    return certificate_view(service.get_certificate(app, name))
+
+
+@router.get("/{name}/pem", response_class=PlainTextResponse,
+            responses={200: {"content": {"application/x-pem-file": {}}, "description": "leaf then chain"}})
+def get_pem(name: str, app: CertpilotApp, who: Viewer) -> PlainTextResponse:
+    material = service.export_material(app, name, include_key=False, actor=who.actor)
+    return PlainTextResponse(material.fullchain_pem, media_type="application/x-pem-file")
+
+
+@router.get("/{name}/revisions", response_model=list[RevisionOut])
+def list_revisions(name: str, app: CertpilotApp, _: Viewer) -> list[dict]:
+    current = service.get_certificate(app, name).status.revision
+    return [revision_view(r, current) for r in service.list_revisions(app, name)]
+
+
+@router.get("/{name}/attempts", response_model=list[AttemptOut])
+def list_attempts(name: str, app: CertpilotApp, _: Viewer) -> list[dict]:
+    return [attempt_view(a) for a in service.list_attempts(app, name)]
+
+
+@router.post("/{name}/export", response_model=ExportOut)
+def export_certificate(name: str, body: ExportIn, app: CertpilotApp, who: Admin) -> dict:
+    material = service.export_material(app, name, include_key=body.include_key, fmt=body.format, actor=who.actor)
+    out = {"revision": material.revision, "certificate": material.leaf_pem, "chain": material.chain_pem,
+           "fullchain": material.fullchain_pem}
+    if body.format == "pkcs12":
+        password = body.password.encode() if body.password else None
+        out["pkcs12_base64"] = base64.b64encode(material.pkcs12(password)).decode()
+    else:
+        out["private_key"] = material.private_key_pem
+    return out

@@ -1,0 +1,228 @@
+"""Pydantic models of the API: what clients send and what they get back.
+
+Objects are written as they are read: input models ignore unknown fields, so a
+client that sends back a whole object it read (status, timestamps…) never gets
+an error for fields it may not set.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- scripts -----------------------------------------------------------------
+
+
+class ScriptIn(Lenient):
+    name: str = Name
+    source: str = Field(max_length=1024 * 1024)
+    timeout_s: int = Field(default=60, ge=1, le=3600)
+
+
+class ScriptUpdate(Lenient):
+    source: str = Field(max_length=1024 * 1024)
+    timeout_s: int = Field(default=60, ge=1, le=3600)
+
+
+class ScriptOut(BaseModel):
+    name: str
+    kind: str
+    sha256: str
+    timeout_s: int
+    source: str
+    created_at: str
+    updated_at: str
+
+
+# --- profiles ----------------------------------------------------------------
+
+
+class ParamIn(Lenient):
+    name: str = Field(min_length=1, max_length=128)
+    value: str | None = Field(default=None, max_length=16 * 1024, description='"***" keeps a stored sensitive value')
+    sensitive: bool = False
+    dynamic: bool = False
+
+
+class ProfileUpdate(Lenient):
+    script: str = Field(min_length=1, max_length=128)
+    params: list[ParamIn] = Field(default_factory=list, max_length=64)
+    renew_before_days: int | None = Field(default=None, ge=1, le=3650)
+    renew_before_percent: float | None = Field(default=None, gt=0, lt=100)
+    warning_days: list[int] | None = Field(default=None, max_length=16)
+    default_key: str = "ec:p256"
+
+
+class ProfileIn(ProfileUpdate):
+    name: str = Name
+
+
+class ParamOut(BaseModel):
+    name: str
+    value: str | None
+    sensitive: bool
+    dynamic: bool
+
+
+class ProfileOut(BaseModel):
+    name: str
+    script: str
+    params: list[ParamOut]
+    renew_before_days: int | None
+    renew_before_percent: float | None
+    warning_days: list[int]
+    default_key: str
+    created_at: str
+    updated_at: str
+
+
+# --- certificates --------------------------------------------------------------
+
+
+class SubjectModel(Lenient):
+    common_name: str = Field(min_length=1, max_length=64)
+    organization: str | None = Field(default=None, max_length=64)
+    organizational_unit: str | None = Field(default=None, max_length=64)
+    locality: str | None = Field(default=None, max_length=128)
+    state: str | None = Field(default=None, max_length=128)
+    country: str | None = Field(default=None, max_length=8)
+    email_address: str | None = Field(default=None, max_length=128)
+
+
+class SpecIn(Lenient):
+    profile: str = Field(min_length=1, max_length=128)
+    subject: SubjectModel
+    subject_alt_names: list[str] = Field(default_factory=list, max_length=100)
+    key: str | None = None
+    hsm_group: str | None = None
+    dynamic_params: dict[str, str] = Field(default_factory=dict, description='"***" keeps a stored sensitive value')
+
+
+class CertificateIn(Lenient):
+    name: str = Name
+    spec: SpecIn
+
+
+class CertificateUpdate(Lenient):
+    spec: SpecIn
+
+
+class SpecOut(BaseModel):
+    profile: str
+    subject: SubjectModel
+    subject_alt_names: list[str]
+    key: str
+    hsm_group: str | None
+    dynamic_params: dict[str, str]
+
+
+class StatusOut(BaseModel):
+    phase: str
+    revision: int | None
+    serial: str | None
+    not_before: str | None
+    not_after: str | None
+    fingerprint_sha256: str | None
+    expiry_status: str | None
+    renew_at: str | None
+    next_action_at: str | None
+    failures: int
+    last_error: str | None
+
+
+class CertificateOut(BaseModel):
+    name: str
+    spec: SpecOut
+    status: StatusOut
+
+
+class RevisionOut(BaseModel):
+    revision: int
+    serial: str
+    not_before: str
+    not_after: str
+    fingerprint_sha256: str
+    public_key_sha256: str
+    issued_at: str
+    current: bool
+
+
+class AttemptOut(BaseModel):
+    id: int
+    kind: str
+    started_at: str
+    finished_at: str | None
+    outcome: str | None
+    duration_ms: int | None
+    error: str | None
+    output: str | None
+    revision: int | None
+
+
+class ExportIn(Lenient):
+    format: Literal["pem", "pkcs12"] = "pem"
+    include_key: bool = True
+    password: str | None = Field(default=None, max_length=256, description="PKCS#12 password")
+
+
+class ExportOut(BaseModel):
+    revision: int
+    certificate: str
+    chain: str
+    fullchain: str
+    private_key: str | None = None
+    pkcs12_base64: str | None = None
+
+
+# --- events, users, tokens ---------------------------------------------------
+
+
+class EventOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    kind: str
+    object_type: str
+    object: str
+    details: dict[str, object]
+
+
+class UserIn(Lenient):
+    username: str = Name
+    role: Literal["admin", "operator", "viewer"]
+    password: str = Field(min_length=12, max_length=1024)
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+    created_at: str
+    disabled: bool
+
+
+class TokenIn(Lenient):
+    name: str = Field(default="api", min_length=1, max_length=128)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: int
+    username: str
+    name: str
+    prefix: str
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="Shown once; only its hash is stored")
