@@ -82,14 +82,20 @@ def serve(
 def worker() -> None:
     """Run the renewal loop only (any number of workers may share one PostgreSQL)."""
     import signal
+    import threading
 
     from certpilot.reconciler.loop import Reconciler
 
     configure_logging()
     with open_app() as ctx:
         reconciler = Reconciler(ctx)
+
+        def on_signal(*_: object) -> None:
+            # stop() takes locks the interrupted main thread may hold: call it from a thread
+            threading.Thread(target=reconciler.stop, daemon=True).start()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: reconciler.stop())
+            signal.signal(signum, on_signal)
         reconciler.run_forever()
 
 

@@ -14,6 +14,7 @@ from certpilot.policy.decision import (
     is_backing_off,
 )
 from certpilot.policy.expiry import (
+    applicable_warning_days,
     days_left,
     expiry_status,
     is_expired,
@@ -25,6 +26,7 @@ from certpilot.policy.expiry import (
 from certpilot.policy.renewal import renewal_time
 
 __all__ = [
+    "applicable_warning_days",
     "Action",
     "CertificateSnapshot",
     "Decision",

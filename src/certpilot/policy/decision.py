@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from certpilot.domain.model import Phase, RenewalSettings
-from certpilot.policy.expiry import is_expired, newly_crossed_warnings, next_warning_at
+from certpilot.policy.expiry import applicable_warning_days, is_expired, newly_crossed_warnings, next_warning_at
 from certpilot.policy.renewal import renewal_time
 
 
@@ -97,6 +97,13 @@ class CertificateSnapshot:
         if self.not_before is None or self.not_after is None:
             return None
         return renewal_time(self.not_before, self.not_after, self.renewal)
+
+    @property
+    def warning_days(self) -> tuple[int, ...]:
+        """The profile's warning days that fit in the current revision's lifetime."""
+        if self.not_before is None or self.not_after is None:
+            return ()
+        return applicable_warning_days(self.renewal.warning_days, self.not_before, self.not_after)
 
     @property
     def poll_at(self) -> dt.datetime | None:
@@ -169,7 +176,7 @@ def _check_renewal_due(s: CertificateSnapshot, now: dt.datetime) -> Decision | N
 def _check_warning(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
     if not s.has_revision or s.not_after is None or is_expired(s.not_after, now):
         return None
-    crossed = newly_crossed_warnings(s.not_after, now, s.renewal.warning_days, s.warned_days)
+    crossed = newly_crossed_warnings(s.not_after, now, s.warning_days, s.warned_days)
     if crossed:
         return Decision(Action.WARN, Reason.WARNING_DAY_CROSSED, warn_days=crossed)
     return None
@@ -202,7 +209,7 @@ def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
     if s.has_revision and s.not_after is not None and not is_expired(s.not_after, now):
         candidates.append(s.not_after)
         candidates.append(
-            next_warning_at(s.not_after, now, s.renewal.warning_days, s.warned_days)
+            next_warning_at(s.not_after, now, s.warning_days, s.warned_days)
         )
     future = [at for at in candidates if at is not None and at > now]
     return Decision(Action.NOTHING, reason, at=min(future, default=None))

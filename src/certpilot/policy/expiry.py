@@ -89,3 +89,13 @@ def next_warning_at(
         if day not in already_warned
     ]
     return min((at for at in upcoming if at > now), default=None)
+
+
+def applicable_warning_days(
+    warning_days: Iterable[int], not_before: dt.datetime, not_after: dt.datetime
+) -> tuple[int, ...]:
+    """The warning days that can mean something for this lifetime: a day at or past
+    the whole lifetime would fire at issuance (a 7-day certificate warned "30 days
+    left" the moment it is issued), so it is left out."""
+    lifetime = not_after - not_before
+    return tuple(d for d in warning_days if dt.timedelta(days=d) < lifetime)

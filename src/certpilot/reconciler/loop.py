@@ -27,6 +27,7 @@ from certpilot.store.wakeup import WakeListener
 log = logging.getLogger("certpilot.reconciler")
 
 CLAIM_LEASE_S = 300
+ERROR_RETRY_S = 60
 MAX_STEPS = 8  # bookkeeping actions (warn, mark expired) chain before the real one
 
 
@@ -86,7 +87,7 @@ class Reconciler:
         interval = self.app.settings.reconcile_interval_s
         now = self.app.clock.now()
         with self.app.db.transaction() as session:
-            earliest = repo.earliest_next_action(session)
+            earliest = repo.earliest_next_action(session, now)
         timeout = interval if earliest is None else min(interval, max(0.0, (earliest - now).total_seconds()))
         self._wake.wait(timeout=max(timeout, 0.05))
         self._wake.clear()
@@ -124,7 +125,12 @@ class Reconciler:
         except (Conflict, NotFound) as exc:
             log.info("skipped %s: %s", name, exc)
         except Exception:
-            log.exception("reconciling %s failed", name)
+            log.exception("reconciling %s failed; looking again in %d s", name, ERROR_RETRY_S)
+            try:  # a certificate that breaks the loop must not be re-claimed at once, forever
+                with self.app.db.transaction() as session:
+                    repo.postpone(session, name, self.app.clock.now() + dt.timedelta(seconds=ERROR_RETRY_S))
+            except Exception:
+                log.exception("could not postpone %s", name)
         finally:
             try:
                 with self.app.db.transaction() as session:

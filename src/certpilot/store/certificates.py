@@ -29,7 +29,7 @@ from certpilot.domain.model import (
 )
 from certpilot.keys.sealing import Sealer
 from certpilot.pki.certificate import CertificateFacts
-from certpilot.policy import Action, CertificateSnapshot, Decision, decide, expiry_status, is_expiring_within, renewal_time
+from certpilot.policy import Action, applicable_warning_days, CertificateSnapshot, Decision, decide, expiry_status, is_expiring_within, renewal_time
 from certpilot.store.profiles import _row as _profile_row
 from certpilot.store.profiles import _to_profile
 from certpilot.store.tables import (
@@ -82,7 +82,9 @@ def _status(row: CertificateRow, now: dt.datetime) -> CertificateStatus:
         not_before=rev.not_before,
         not_after=rev.not_after,
         fingerprint_sha256=rev.fingerprint_sha256,
-        expiry_status=expiry_status(rev.not_after, now, renewal.warning_days),
+        expiry_status=expiry_status(
+            rev.not_after, now, applicable_warning_days(renewal.warning_days, rev.not_before, rev.not_after)
+        ),
         renew_at=renewal_time(rev.not_before, rev.not_after, renewal),
         next_action_at=st.next_action_at,
         failures=st.failures,
@@ -572,5 +574,17 @@ def claim_due(
     return list(session.scalars(select(CertificateRow.name).where(CertificateRow.id.in_(ids))))
 
 
-def earliest_next_action(session: Session) -> dt.datetime | None:
-    return session.scalar(select(func.min(CertificateStatusRow.next_action_at)))
+def earliest_next_action(session: Session, now: dt.datetime) -> dt.datetime | None:
+    """When this loop may find work next: the earliest `next_action_at` among
+    certificates no live worker holds, or the earliest expiry of a live lease."""
+    st = CertificateStatusRow
+    free = session.scalar(
+        select(func.min(st.next_action_at)).where(or_(st.lease_owner.is_(None), st.lease_expires_at < now))
+    )
+    leased = session.scalar(select(func.min(st.lease_expires_at)).where(st.lease_expires_at >= now))
+    return min((t for t in (free, leased) if t is not None), default=None)
+
+
+def postpone(session: Session, name: str, until: dt.datetime) -> None:
+    """Look at `name` again no sooner than `until` (after an unexpected error)."""
+    _row(session, name).status.next_action_at = until

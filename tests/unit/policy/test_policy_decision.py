@@ -282,3 +282,18 @@ def test_walk_through_a_lifetime_reaches_each_step_once():
         (Action.NOTHING, ()),
     ]
     assert now == day(160)  # after expiry only the backoff remains to wait for
+
+
+
+def test_a_seven_day_certificate_is_not_warned_thirty_days_ahead_at_issuance():
+    week = CertificateSnapshot(phase=Phase.ISSUED, has_revision=True, not_before=NB,
+                               not_after=NB + dt.timedelta(days=7), renewal=RenewalSettings())
+    assert decide(week, NB + dt.timedelta(minutes=1)).action is Action.NOTHING
+
+
+def test_a_seven_day_certificate_still_gets_its_one_day_warning():
+    late_renewal = RenewalSettings(renew_before_percent=1.0)  # renews only in the last 1.7 h
+    week = CertificateSnapshot(phase=Phase.ISSUED, has_revision=True, not_before=NB,
+                               not_after=NB + dt.timedelta(days=7), renewal=late_renewal)
+    decision = decide(week, NB + dt.timedelta(days=6, hours=1))
+    assert (decision.action, decision.warn_days) == (Action.WARN, (1,))

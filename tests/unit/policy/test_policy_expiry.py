@@ -145,3 +145,22 @@ def test_status_agrees_with_crossed_warnings(remaining):
     else:
         assert crossed[0] == max(WARN)
     assert (status is ExpiryStatus.EXPIRED) == (days_left(not_after, NOW) < 0 or remaining == dt.timedelta(0))
+
+
+_NB = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "expected"),
+    [
+        (dt.timedelta(days=90), (30, 7, 1)),
+        (dt.timedelta(days=30), (7, 1)),
+        (dt.timedelta(days=7), (1,)),
+        (dt.timedelta(hours=23), ()),
+    ],
+    ids=["90-day-keeps-all", "30-day-drops-30", "7-day-keeps-only-1", "under-a-day-none"],
+)
+def test_applicable_warning_days_drop_days_at_or_past_the_lifetime(lifetime, expected):
+    from certpilot.policy import applicable_warning_days
+
+    assert applicable_warning_days((30, 7, 1), _NB, _NB + lifetime) == expected
