@@ -15,8 +15,9 @@ from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
 
 
-def create_app(app: App, reconciler: Reconciler | None = None) -> FastAPI:
-    """The ASGI app; with `reconciler`, its loop runs on a thread for the app's lifetime."""
+def create_app(app: App, reconciler: Reconciler | None = None, *, web: bool = True, https_only: bool = False) -> FastAPI:
+    """The ASGI app: the API, and with `web` the web UI; with `reconciler`, its loop runs
+    on a thread for the app's lifetime. `https_only` marks the session cookie Secure."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -44,4 +45,10 @@ def create_app(app: App, reconciler: Reconciler | None = None) -> FastAPI:
     problems.install(api)
     for module in (operations, scripts, profiles, certificates, events, users):
         api.include_router(module.router)
+    if web:
+        from certpilot.web.app import mount_web
+        from certpilot.web.rendering import error_page
+
+        api.state.html_errors = error_page
+        mount_web(api, app, https_only=https_only)
     return api

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from certpilot.domain.errors import (
@@ -29,6 +29,16 @@ _STATUS: list[tuple[type[CertpilotError], int, str]] = [
 ]
 
 
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/metrics", "/healthz", "/readyz")) or not hasattr(
+        request.app.state, "html_errors"
+    )
+
+
+def _html(request: Request, status: int, title: str, detail: str) -> Response:
+    return request.app.state.html_errors(request, status, title, detail)  # type: ignore[no-any-return]
+
+
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
@@ -36,9 +46,11 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 def install(api: FastAPI) -> None:
     @api.exception_handler(CertpilotError)
-    async def _domain(_: Request, exc: CertpilotError) -> JSONResponse:
+    async def _domain(request: Request, exc: CertpilotError) -> Response:
         for kind, status, title in _STATUS:
             if isinstance(exc, kind):
+                if not _is_api(request):
+                    return _html(request, status, title, str(exc))
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
                 field = getattr(exc, "field", None)
                 return problem(status, title, str(exc), headers, **({"field": field} if field else {}))
@@ -55,7 +67,9 @@ def install(api: FastAPI) -> None:
         ])
 
     @api.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _is_api(request):
+            return _html(request, exc.status_code, _title(exc.status_code), str(exc.detail))
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), dict(exc.headers or {}))
 
 

@@ -1,6 +1,7 @@
 """`certpilot`: the root command, setup commands and error handling."""
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from certpilot.cli import certs, profiles, scripts, users
 from certpilot.cli.context import DatabaseUrlOption, DataDirOption, load_settings, open_app, remember_overrides, reset_overrides, settings_flags
 from certpilot.cli.output import error, say
-from certpilot.domain.errors import CertpilotError
+from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.services.app import App, local_actor
 
 app = typer.Typer(
@@ -63,6 +64,8 @@ def db_upgrade() -> None:
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8080,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM, full chain).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The private key of --tls-cert.")] = None,
 ) -> None:
     """Serve the API, the web UI and the renewal loop."""
     import uvicorn
@@ -72,9 +75,13 @@ def serve(
     from certpilot.reconciler.loop import Reconciler
 
     configure_logging()
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidInput("give both --tls-cert and --tls-key, or neither")
+    scheme = "https" if tls_cert else "http"
     with open_app() as ctx:
-        say(f"certpilot serving on http://{host}:{port}")
-        uvicorn.run(create_app(ctx, Reconciler(ctx)), host=host, port=port, log_level="info")
+        api = create_app(ctx, Reconciler(ctx), https_only=tls_cert is not None)
+        say(f"certpilot serving on {scheme}://{host}:{port}")
+        uvicorn.run(api, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
 
 
 @app.command("worker")

@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from certpilot.domain.errors import ConfigurationError, KeyBackendError
 
@@ -25,6 +27,12 @@ class Sealer:
         if len(master_key) != 32:
             raise ConfigurationError("the master key must be 32 bytes")
         self._aead = AESGCM(master_key)
+        self._master_key = master_key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (e.g. signing web sessions), derived with HKDF so
+        every server sharing the master key derives the same one."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._master_key)
 
     def seal(self, plaintext: bytes, identity: str) -> bytes:
         nonce = os.urandom(_NONCE_LEN)

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import ast
 
-from certpilot.domain.errors import InvalidInput
-from certpilot.domain.model import DEFAULT_SCRIPT_TIMEOUT_S, EventKind, Script, check_name
+from dataclasses import dataclass
+
+from certpilot.domain.errors import InvalidInput, IssuerFailed
+from certpilot.domain.model import (
+    DEFAULT_SCRIPT_TIMEOUT_S,
+    EventKind,
+    KeySpec,
+    Script,
+    check_name,
+    make_sans,
+    make_subject,
+)
+from certpilot.issuers.runner import ScriptCall
+from certpilot.keys.software import generate_private_key
+from certpilot.pki.certificate import public_key_sha256
+from certpilot.pki.checks import check_issued
+from certpilot.pki.csr import build_csr
 from certpilot.services.app import App
+from certpilot.store import profiles as profile_repo
 from certpilot.store import scripts as repo
 from certpilot.store.events import record_event
 
@@ -74,3 +90,41 @@ def remove_script(app: App, name: str, *, actor: str) -> None:
         repo.remove_script(session, name)
         record_event(session, at=now, actor=actor, kind=EventKind.SCRIPT_CHANGED, object_type="script",
                      object_name=name, details={"action": "removed"})
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    ok: bool
+    outcome: str
+    message: str
+    output: str
+    duration_s: float
+
+
+def trial_run(app: App, name: str, *, profile: str | None = None, common_name: str = "test-run.certpilot.invalid") -> TrialRun:
+    """Call the script once with a throwaway key and CSR (and the params of `profile`,
+    dynamic ones empty) and check what it returns; nothing is stored."""
+    with app.db.transaction() as session:
+        script = repo.get_script(session, name)
+        prof = profile_repo.get_profile(session, profile, app.sealer) if profile else None
+    args = {p.name: (p.value or "") for p in prof.params} if prof else {}
+    secrets = tuple(p.value for p in prof.params if p.sensitive and p.value) if prof else ()
+    key = generate_private_key(KeySpec.parse("ec:p256"))
+    subject = make_subject(common_name)
+    sans = make_sans(common_name, ())
+    result = app.runner.call(ScriptCall(
+        script_name=script.name, source=script.source, timeout_s=script.timeout_s,
+        csr_pem=build_csr(key, subject, sans), common_name=common_name, args=args, secrets=secrets,
+        context={"certificate_name": "(test run)", "profile_name": profile or "", "key_algorithm": "ec:p256",
+                 "subject_alt_names": [str(s) for s in sans], "previous_certificate": None},
+    ))
+    if result.pem is None:
+        outcome = "timeout" if result.timed_out else "failed"
+        return TrialRun(False, outcome, result.error or "no certificate", result.output, result.duration_s)
+    try:
+        issued = check_issued(result.pem, expected_public_key_sha256=public_key_sha256(key.public_key()),
+                              requested_names=sans, now=app.clock.now())
+    except IssuerFailed as exc:
+        return TrialRun(False, "invalid", str(exc), result.output, result.duration_s)
+    message = f"issued: serial {issued.facts.serial}, valid until {issued.facts.not_after.isoformat()}"
+    return TrialRun(True, "issued", message, result.output, result.duration_s)

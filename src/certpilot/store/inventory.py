@@ -52,3 +52,22 @@ def attempts_by_outcome(session: Session) -> dict[str, int]:
 def phase_counts(session: Session) -> dict[str, int]:
     rows = session.execute(select(CertificateStatusRow.phase, func.count()).group_by(CertificateStatusRow.phase))
     return {phase: count for phase, count in rows}
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    certificate: str
+    finished_at: dt.datetime
+    outcome: str
+    error: str | None
+
+
+def recent_failed_attempts(session: Session, limit: int = 10) -> list[FailedAttempt]:
+    rows = session.execute(
+        select(CertificateRow.name, AttemptRow.finished_at, AttemptRow.outcome, AttemptRow.error)
+        .join(CertificateRow, CertificateRow.id == AttemptRow.certificate_id)
+        .where(AttemptRow.outcome.is_not(None), AttemptRow.outcome != "issued")
+        .order_by(AttemptRow.id.desc())
+        .limit(limit)
+    )
+    return [FailedAttempt(name, at, outcome, error) for name, at, outcome, error in rows]

@@ -1,0 +1,344 @@
+"""Pages: login, dashboard, scripts, profiles, events, users and tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from certpilot.domain.errors import CertpilotError, InvalidInput
+from certpilot.domain.model import DEFAULT_WARNING_DAYS, EventKind, KeySpec, ProfileParam, Role, SENSITIVE_MASK
+from certpilot.services import dashboard as dashboard_service
+from certpilot.services import events as event_service
+from certpilot.services import profiles as profile_service
+from certpilot.services import scripts as script_service
+from certpilot.services import users as user_service
+from certpilot.web.rendering import flash, render
+from certpilot.web.session import Csrf, PageAdmin, PageViewer, log_in, log_out
+
+router = APIRouter(include_in_schema=False)
+KEY_SPECS = ["ec:p256", "ec:p384", "ec:p521", "rsa:2048", "rsa:3072", "rsa:4096"]
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+# --- login -------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", title="Log in", next=_safe_next(next), username="", error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, _: Csrf, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+          next: Annotated[str, Form()] = "/") -> Response:
+    app = request.app.state.certpilot
+    source = f"web from {request.client.host if request.client else 'unknown'}"
+    try:
+        principal = user_service.authenticate_password(app, username, password, source=source)
+    except user_service.AuthenticationFailed:
+        return render(request, "login.html", title="Log in", next=_safe_next(next), username=username,
+                      error="Wrong user name or password.", status_code=401)
+    log_in(request, principal)
+    return redirect(_safe_next(next))
+
+
+@router.post("/logout")
+def logout(request: Request, _: Csrf) -> Response:
+    log_out(request)
+    return redirect("/login")
+
+
+# --- dashboard and events ------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(request: Request, user: PageViewer) -> HTMLResponse:
+    board = dashboard_service.dashboard(request.app.state.certpilot)
+    return render(request, "dashboard.html", title="Dashboard", section="Dashboard", user=user, board=board)
+
+
+@router.get("/events", response_class=HTMLResponse)
+def events(request: Request, user: PageViewer, kind: str = "", object: str = "", before: int | None = None) -> HTMLResponse:
+    page = event_service.list_events(request.app.state.certpilot, kind=kind or None, object_name=object or None,
+                                     before_id=before, limit=100)
+    next_url = None
+    if len(page) == 100:
+        next_url = str(request.url.include_query_params(before=page[-1].id))
+    return render(request, "events.html", title="Events", section="Events", user=user, events=page,
+                  kinds=[k.value for k in EventKind], kind=kind, object=object, next_url=next_url)
+
+
+# --- scripts -----------------------------------------------------------------
+
+
+@router.get("/scripts", response_class=HTMLResponse)
+def scripts(request: Request, user: PageViewer) -> HTMLResponse:
+    return render(request, "scripts.html", title="Scripts", section="Scripts", user=user,
+                  scripts=script_service.list_scripts(request.app.state.certpilot))
+
+
+@router.post("/scripts", response_class=HTMLResponse)
+async def add_script(request: Request, user: PageAdmin, _: Csrf, name: Annotated[str, Form()] = "",
+                     timeout_s: Annotated[str, Form()] = "60", source: Annotated[str, Form()] = "",
+                     file: Annotated[UploadFile | None, File()] = None) -> Response:
+    app = request.app.state.certpilot
+    form = {"name": name, "timeout_s": timeout_s, "source": source}
+    if file is not None and file.filename:
+        data = await file.read(script_service.MAX_SOURCE_BYTES + 1)
+        try:
+            source = data.decode("utf-8")
+        except UnicodeDecodeError:
+            source = ""
+            return _scripts_error(request, user, form, "source", "the uploaded file is not UTF-8 text")
+    try:
+        timeout = _int(timeout_s, "timeout_s")
+        script_service.add_script(app, name, source, timeout_s=timeout, actor=user.actor)
+    except CertpilotError as exc:
+        return _scripts_error(request, user, form, getattr(exc, "field", None) or "name", str(exc))
+    flash(request, "ok", f"Script {name} added.")
+    return redirect(f"/scripts/{name}")
+
+
+def _scripts_error(request: Request, user, form: dict, field: str, message: str) -> HTMLResponse:  # type: ignore[no-untyped-def]
+    return render(request, "scripts.html", title="Scripts", section="Scripts", user=user, status_code=422,
+                  scripts=script_service.list_scripts(request.app.state.certpilot), form=form,
+                  errors={field: message})
+
+
+def _int(text: str, field: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{field.replace('_', ' ')} must be a whole number", field=field) from None
+
+
+@router.get("/scripts/{name}", response_class=HTMLResponse)
+def script_page(request: Request, name: str, user: PageViewer) -> HTMLResponse:
+    app = request.app.state.certpilot
+    return render(request, "script.html", title=f"Script {name}", section="Scripts", user=user,
+                  script=script_service.get_script(app, name), profiles=profile_service.list_profiles(app), trial=None)
+
+
+@router.post("/scripts/{name}", response_class=HTMLResponse)
+def update_script(request: Request, name: str, user: PageAdmin, _: Csrf, source: Annotated[str, Form()] = "",
+                  timeout_s: Annotated[str, Form()] = "60") -> Response:
+    app = request.app.state.certpilot
+    try:
+        script_service.update_script(app, name, source, timeout_s=_int(timeout_s, "timeout_s"), actor=user.actor)
+    except InvalidInput as exc:
+        return render(request, "script.html", title=f"Script {name}", section="Scripts", user=user, status_code=422,
+                      script=script_service.get_script(app, name), profiles=profile_service.list_profiles(app),
+                      trial=None, form={"source": source, "timeout_s": timeout_s},
+                      errors={exc.field or "source": str(exc)})
+    flash(request, "ok", f"Script {name} saved.")
+    return redirect(f"/scripts/{name}")
+
+
+@router.post("/scripts/{name}/test", response_class=HTMLResponse)
+def trial_run(request: Request, name: str, user: PageAdmin, _: Csrf, profile: Annotated[str, Form()] = "",
+              common_name: Annotated[str, Form()] = "test-run.certpilot.invalid") -> HTMLResponse:
+    app = request.app.state.certpilot
+    try:
+        trial = script_service.trial_run(app, name, profile=profile or None, common_name=common_name)
+    except InvalidInput as exc:
+        trial = script_service.TrialRun(False, "invalid", str(exc), "", 0.0)
+    return render(request, "script.html", title=f"Script {name}", section="Scripts", user=user,
+                  script=script_service.get_script(app, name), profiles=profile_service.list_profiles(app), trial=trial)
+
+
+@router.post("/scripts/{name}/delete")
+def remove_script(request: Request, name: str, user: PageAdmin, _: Csrf) -> Response:
+    try:
+        script_service.remove_script(request.app.state.certpilot, name, actor=user.actor)
+    except CertpilotError as exc:
+        flash(request, "error", str(exc))
+        return redirect(f"/scripts/{name}")
+    flash(request, "ok", f"Script {name} removed.")
+    return redirect("/scripts")
+
+
+# --- profiles ----------------------------------------------------------------
+
+
+@router.get("/profiles", response_class=HTMLResponse)
+def profiles(request: Request, user: PageViewer) -> HTMLResponse:
+    return render(request, "profiles.html", title="Profiles", section="Profiles", user=user,
+                  profiles=profile_service.list_profiles(request.app.state.certpilot))
+
+
+def _profile_form_page(request: Request, user, *, creating: bool, form: dict, errors: dict | None = None,  # type: ignore[no-untyped-def]
+                       status_code: int = 200) -> HTMLResponse:
+    app = request.app.state.certpilot
+    action = "/profiles" if creating else f"/profiles/{form['name']}"
+    return render(request, "profile_form.html", title="New profile" if creating else f"Profile {form['name']}",
+                  section="Profiles", user=user, creating=creating, form=form, errors=errors or {},
+                  scripts=script_service.list_scripts(app), key_specs=KEY_SPECS, action=action,
+                  can_edit=user.role is Role.ADMIN, status_code=status_code)
+
+
+def _blank_rows(count: int) -> list[dict]:
+    return [{"name": "", "value": "", "sensitive": False, "dynamic": False, "stored": False} for _ in range(count)]
+
+
+@router.get("/profiles/new", response_class=HTMLResponse)
+def new_profile(request: Request, user: PageAdmin) -> HTMLResponse:
+    form = {"name": "", "script": "", "params": _blank_rows(3), "renew_before_days": None,
+            "renew_before_percent": None, "warning_days": ",".join(map(str, DEFAULT_WARNING_DAYS)),
+            "default_key": "ec:p256"}
+    return _profile_form_page(request, user, creating=True, form=form)
+
+
+@router.get("/profiles/{name}", response_class=HTMLResponse)
+def profile_page(request: Request, name: str, user: PageViewer) -> HTMLResponse:
+    p = profile_service.get_profile(request.app.state.certpilot, name)
+    rows = [{"name": x.name, "value": None if x.sensitive else x.value, "sensitive": x.sensitive,
+             "dynamic": x.dynamic, "stored": x.sensitive and not x.dynamic} for x in p.params]
+    if user.role is Role.ADMIN:
+        rows += _blank_rows(2)
+    form = {"name": p.name, "script": p.script, "params": rows,
+            "renew_before_days": p.renewal.renew_before_days, "renew_before_percent": p.renewal.renew_before_percent,
+            "warning_days": ",".join(map(str, p.renewal.warning_days)), "default_key": str(p.default_key)}
+    return _profile_form_page(request, user, creating=False, form=form)
+
+
+async def _read_profile_form(request: Request, name: str) -> tuple[dict, list[ProfileParam]]:
+    """The submitted form (to show again on error) and its parameter rows. An empty
+    sensitive value of an existing row means: keep the stored value."""
+    data = await request.form()
+    count = min(_int(str(data.get("param_count", "0")), "params"), 64)
+    rows, params = [], []
+    for i in range(count):  # rows added in the browser raise param_count
+        pname = str(data.get(f"param_name_{i}", "")).strip()
+        if f"param_name_{i}" not in data:
+            continue
+        value = str(data.get(f"param_value_{i}", ""))
+        sensitive, dynamic = f"param_sensitive_{i}" in data, f"param_dynamic_{i}" in data
+        rows.append({"name": pname, "value": "" if sensitive else value, "sensitive": sensitive,
+                     "dynamic": dynamic, "stored": False})
+        if not pname:
+            continue
+        if dynamic:
+            params.append(ProfileParam(pname, None, sensitive=sensitive, dynamic=True))
+        elif sensitive and value == "":
+            params.append(ProfileParam(pname, SENSITIVE_MASK, sensitive=True))  # keep what is stored
+        else:
+            params.append(ProfileParam(pname, value, sensitive=sensitive))
+    form = {"name": name or str(data.get("name", "")), "script": str(data.get("script", "")), "params": rows,
+            "renew_before_days": str(data.get("renew_before_days", "")),
+            "renew_before_percent": str(data.get("renew_before_percent", "")),
+            "warning_days": str(data.get("warning_days", "")), "default_key": str(data.get("default_key", "ec:p256"))}
+    return form, params
+
+
+def _renewal_fields(form: dict) -> dict:
+    def number(field: str, kind):  # type: ignore[no-untyped-def]
+        text = str(form[field]).strip()
+        if not text:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise InvalidInput(f"{field.replace('_', ' ')} must be a number", field=field) from None
+
+    try:
+        warning = [int(d) for d in str(form["warning_days"]).replace(" ", "").split(",") if d]
+    except ValueError:
+        raise InvalidInput("warning days are whole numbers separated by commas", field="warning_days") from None
+    return {"renew_before_days": number("renew_before_days", int),
+            "renew_before_percent": number("renew_before_percent", float),
+            "warning_days": warning, "default_key": KeySpec.parse(form["default_key"])}
+
+
+@router.post("/profiles", response_class=HTMLResponse)
+async def create_profile(request: Request, user: PageAdmin, _: Csrf) -> Response:
+    form, params = await _read_profile_form(request, "")
+    if any(p.value == SENSITIVE_MASK for p in params):
+        return _profile_form_page(request, user, creating=True, form=form, status_code=422,
+                                  errors={"params": "give a value for every sensitive parameter that is not dynamic"})
+    try:
+        profile_service.create_profile(request.app.state.certpilot, form["name"], script=form["script"],
+                                       params=params, actor=user.actor, **_renewal_fields(form))
+    except CertpilotError as exc:
+        return _profile_form_page(request, user, creating=True, form=form, status_code=422,
+                                  errors={getattr(exc, "field", None) or "form": str(exc)})
+    flash(request, "ok", f"Profile {form['name']} created.")
+    return redirect(f"/profiles/{form['name']}")
+
+
+@router.post("/profiles/{name}", response_class=HTMLResponse)
+async def update_profile(request: Request, name: str, user: PageAdmin, _: Csrf) -> Response:
+    form, params = await _read_profile_form(request, name)
+    try:
+        profile_service.update_profile(request.app.state.certpilot, name, script=form["script"], params=params,
+                                       actor=user.actor, **_renewal_fields(form))
+    except CertpilotError as exc:
+        return _profile_form_page(request, user, creating=False, form=form, status_code=422,
+                                  errors={getattr(exc, "field", None) or "form": str(exc)})
+    flash(request, "ok", f"Profile {name} saved.")
+    return redirect(f"/profiles/{name}")
+
+
+@router.post("/profiles/{name}/delete")
+def remove_profile(request: Request, name: str, user: PageAdmin, _: Csrf) -> Response:
+    try:
+        profile_service.remove_profile(request.app.state.certpilot, name, actor=user.actor)
+    except CertpilotError as exc:
+        flash(request, "error", str(exc))
+        return redirect(f"/profiles/{name}")
+    flash(request, "ok", f"Profile {name} removed.")
+    return redirect("/profiles")
+
+
+# --- users and tokens ----------------------------------------------------------
+
+
+def _users_page(request: Request, user, **context) -> HTMLResponse:  # type: ignore[no-untyped-def]
+    app = request.app.state.certpilot
+    return render(request, "users.html", title="Users and tokens", section="Users", user=user,
+                  users=user_service.list_users(app), tokens=user_service.list_tokens(app), **context)
+
+
+@router.get("/users", response_class=HTMLResponse)
+def users(request: Request, user: PageAdmin) -> HTMLResponse:
+    return _users_page(request, user)
+
+
+@router.post("/users", response_class=HTMLResponse)
+def add_user(request: Request, user: PageAdmin, _: Csrf, username: Annotated[str, Form()] = "",
+             role: Annotated[str, Form()] = "viewer", password: Annotated[str, Form()] = "") -> Response:
+    try:
+        user_service.add_user(request.app.state.certpilot, username, user_service.parse_role(role), password,
+                              actor=user.actor)
+    except CertpilotError as exc:
+        return _users_page(request, user, form={"username": username, "role": role}, status_code=422,
+                           errors={getattr(exc, "field", None) or "name": str(exc)})
+    flash(request, "ok", f"User {username} added as {role}.")
+    return redirect("/users")
+
+
+@router.post("/tokens", response_class=HTMLResponse)
+def create_token(request: Request, user: PageAdmin, _: Csrf, username: Annotated[str, Form()] = "",
+                 label: Annotated[str, Form()] = "web", expires_in_days: Annotated[str, Form()] = "") -> Response:
+    try:
+        days = _int(expires_in_days, "expires_in_days") if expires_in_days.strip() else None
+        token, _info = user_service.create_token(request.app.state.certpilot, username, name=label or "web",
+                                                 expires_in_days=days, actor=user.actor)
+    except CertpilotError as exc:
+        return _users_page(request, user, status_code=422, errors={getattr(exc, "field", None) or "expires_in_days": str(exc)})
+    return _users_page(request, user, new_token=token, new_token_user=username)
+
+
+@router.post("/tokens/{token_id}/revoke")
+def revoke_token(request: Request, token_id: int, user: PageAdmin, _: Csrf) -> Response:
+    user_service.revoke_token(request.app.state.certpilot, token_id, actor=user.actor)
+    flash(request, "ok", f"Token {token_id} revoked.")
+    return redirect("/users")

@@ -1,0 +1,108 @@
+"""Web sessions: a signed cookie (HttpOnly, SameSite=Strict, Secure over TLS), CSRF tokens,
+security headers, and the logged-in user as a `Principal`."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import Depends, Form, HTTPException, Request
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from certpilot.domain.model import Principal, Role
+from certpilot.services.users import current_role
+
+SESSION_MAX_AGE_S = 8 * 3600
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies; answered with a redirect to /login."""
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+
+    async def dispatch(self, request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        if not request.url.path.startswith("/api/docs"):  # the docs page loads its own scripts
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith(("/static/", "/healthz", "/readyz")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def log_in(request: Request, principal: Principal) -> None:
+    request.session.clear()
+    request.session.update({
+        "user": principal.username, "role": principal.role.value,
+        "csrf": secrets.token_urlsafe(32), "since": int(time.time()),
+    })
+
+
+def log_out(request: Request) -> None:
+    request.session.clear()
+
+
+def session_principal(request: Request) -> Principal | None:
+    data = request.session
+    if not data.get("user") or time.time() - data.get("since", 0) > SESSION_MAX_AGE_S:
+        return None
+    try:
+        role = Role(data["role"])
+    except (KeyError, ValueError):
+        return None
+    return Principal(username=data["user"], role=role, via="web session")
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return str(token)
+
+
+def check_csrf(request: Request, csrf: Annotated[str, Form()] = "") -> None:
+    """Every form POST carries the session's CSRF token."""
+    expected = request.session.get("csrf", "")
+    if not expected or not hmac.compare_digest(str(expected), csrf):
+        raise HTTPException(403, "the form has expired or did not come from this site: reload the page and try again")
+
+
+def page_user(request: Request) -> Principal:
+    """The logged-in user, with the role the database gives them now."""
+    principal = session_principal(request)
+    if principal is None:
+        raise LoginRequired()
+    role = current_role(request.app.state.certpilot, principal.username)
+    if role is None:
+        log_out(request)
+        raise LoginRequired()
+    return Principal(principal.username, role, principal.via)
+
+
+def page_role(role: Role):  # type: ignore[no-untyped-def]
+    def dependency(principal: Annotated[Principal, Depends(page_user)]) -> Principal:
+        if not principal.role.allows(role):
+            raise HTTPException(403, f"this needs the {role.value} role; you are {principal.role.value}")
+        return principal
+
+    return dependency
+
+
+PageViewer = Annotated[Principal, Depends(page_user)]
+PageOperator = Annotated[Principal, Depends(page_role(Role.OPERATOR))]
+PageAdmin = Annotated[Principal, Depends(page_role(Role.ADMIN))]
+Csrf = Annotated[None, Depends(check_csrf)]
