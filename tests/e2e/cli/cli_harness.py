@@ -1,0 +1,190 @@
+"""Helpers for end-to-end tests of the real `certpilot` console script.
+
+Every call spawns the installed entry point as a subprocess, so these tests see
+exactly what a user sees: exit status, stdout and stderr. `Cli` runs it with the
+settings in the environment (default), as flags on the subcommand, or as flags
+before it (DESIGN §5: every command takes `--data-dir` / `--database-url`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certpilot.pki.local_ca import LocalCA, create_local_ca
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE_ISSUER = REPO_ROOT / "examples" / "issuers" / "local_ca.py"
+CALL_TIMEOUT_S = 180
+SETTINGS_VIA = ("env", "subcommand-flags", "root-flags", "defaults")
+
+
+def certpilot_executable() -> str:
+    candidate = Path(sys.prefix) / "bin" / "certpilot"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("certpilot", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail("the certpilot console script is not installed next to this Python")
+    return found
+
+
+@dataclass(frozen=True)
+class CliResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"{' '.join(self.argv)} printed no JSON ({exc}):\n{self.stdout}") from None
+
+    def describe(self) -> str:
+        return f"$ certpilot {' '.join(self.argv)}\nexit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+@dataclass
+class Cli:
+    """The real console script, bound to one data dir and database."""
+
+    data_dir: Path
+    database_url: str | None
+    settings_via: str = "env"  # one of SETTINGS_VIA; "defaults" gives neither flags nor environment
+    cwd: Path | None = None
+    history: list[CliResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.settings_via not in SETTINGS_VIA:
+            raise ValueError(f"settings_via must be one of {SETTINGS_VIA}, got {self.settings_via!r}")
+
+    def _argv(self, args: tuple[str, ...]) -> tuple[str, ...]:
+        flags: list[str] = []
+        if self.settings_via in ("subcommand-flags", "root-flags"):
+            flags = ["--data-dir", str(self.data_dir)]
+            if self.database_url is not None:
+                flags += ["--database-url", self.database_url]
+        if self.settings_via == "root-flags":
+            return (*flags, *args)
+        return (*args, *flags)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
+        env["CERTPILOT_WORKERS"] = "2"
+        if self.settings_via == "env":
+            env["CERTPILOT_DATA_DIR"] = str(self.data_dir)
+            if self.database_url is not None:
+                env["CERTPILOT_DATABASE_URL"] = self.database_url
+        return env
+
+    def _start(self, args: tuple[Any, ...]) -> tuple[tuple[str, ...], subprocess.Popen[str]]:
+        argv = self._argv(tuple(str(a) for a in args))
+        proc = subprocess.Popen(
+            [certpilot_executable(), *argv], env=self._env(), cwd=self.cwd or self.data_dir.parent,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        return argv, proc
+
+    def _finish(self, argv: tuple[str, ...], proc: subprocess.Popen[str]) -> CliResult:
+        try:
+            out, err = proc.communicate(timeout=CALL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"certpilot {' '.join(argv)} did not finish in {CALL_TIMEOUT_S} s\n{out}\n{err}")
+        result = CliResult(argv, proc.returncode, out, err)
+        self.history.append(result)
+        return result
+
+    def run(self, *args: Any) -> CliResult:
+        return self._finish(*self._start(args))
+
+    def run_parallel(self, *commands: tuple[Any, ...]) -> list[CliResult]:
+        """Run read-only commands side by side (each call costs a Python start-up)."""
+        started = [self._start(args) for args in commands]
+        return [self._finish(argv, proc) for argv, proc in started]
+
+    def ok(self, *args: Any) -> CliResult:
+        result = self.run(*args)
+        assert result.returncode == 0, result.describe()
+        assert "Traceback" not in result.stderr, result.describe()
+        return result
+
+    def json(self, *args: Any) -> Any:
+        return self.ok(*args).json()
+
+    def all_output(self) -> str:
+        return "\n".join(r.stdout + "\n" + r.stderr for r in self.history)
+
+
+@dataclass
+class SeededInstallation:
+    """An initialised installation: script `local-ca`, profile `corp`, `web1` issued."""
+
+    cli: Cli
+    ca: LocalCA
+    work_dir: Path
+    issuer_file: Path
+
+
+def assert_clean_error(result: CliResult, *fragments: str) -> str:
+    """Non-zero exit, one sentence on stderr starting with `error:`, no traceback;
+    returns the message. Each fragment must appear in it (case-insensitive)."""
+    assert result.returncode != 0, result.describe()
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.describe()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr\n{result.describe()}"
+    message = lines[0]
+    assert message.startswith("error: "), result.describe()
+    assert len(message) > len("error: ") + 10, result.describe()
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), f"{fragment!r} not in the message\n{result.describe()}"
+    return message
+
+
+def admin_password_from(init_output: str) -> str:
+    lines = [line for line in init_output.splitlines() if "password" in line.lower()]
+    assert len(lines) == 1, f"init should print the admin password once:\n{init_output}"
+    password = lines[0].split()[-1]
+    assert len(password) >= 12, init_output
+    return password
+
+
+def copy_example_issuer(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "local_ca_issuer.py"
+    shutil.copyfile(EXAMPLE_ISSUER, target)
+    return target
+
+
+def make_test_ca(directory: Path) -> LocalCA:
+    return create_local_ca(directory, "Test CA", dt.datetime.now(dt.timezone.utc))
+
+
+def corp_profile_args(ca: LocalCA, *, name: str = "corp", script: str = "local-ca") -> tuple[str, ...]:
+    return (
+        "profile", "create", name, "--script", script,
+        "--param", f"ca_cert_path={ca.cert_path}",
+        "--param", f"ca_key_path={ca.key_path}",
+        "--sensitive-param", f"ca_key_password={ca.password}",
+        "--param", "validity_days=30",
+        "--dynamic-param", "cost_center",
+    )
+
+
+WEB1_REQUEST = (
+    "cert", "request", "web1", "--profile", "corp", "--cn", "web1.example.test",
+    "--san", "www.example.test", "--san", "IP:127.0.0.1", "--org", "Example", "--country", "DE",
+    "--key", "ec:p384", "--param", "cost_center=CC-1",
+)
