@@ -247,12 +247,21 @@ def _run_call(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preload() -> None:
-    """Import what scripts commonly use once, so each forked child starts warm."""
+    """Import what scripts commonly use, and run OpenSSL once, so that each forked
+    child starts warm (OpenSSL's first signature costs milliseconds)."""
     for module in ("cryptography.x509", "cryptography.hazmat.primitives.serialization", "json", "ssl", "certpilot.issuer"):
         try:
             __import__(module)
         except Exception:
             pass
+    try:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        key.public_key().verify(key.sign(b"warm-up", ec.ECDSA(hashes.SHA256())), b"warm-up", ec.ECDSA(hashes.SHA256()))
+    except Exception:
+        pass
 
 
 def main() -> None:

@@ -312,9 +312,16 @@ def request_renewal(session: Session, name: str, now: dt.datetime) -> None:
     row.status.next_action_at = now
 
 
+def _id(session: Session, name: str) -> int:
+    cert_id = session.scalar(select(CertificateRow.id).where(CertificateRow.name == name))
+    if cert_id is None:
+        raise NotFound("certificate", name)
+    return cert_id
+
+
 def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_until: dt.datetime) -> None:
     """Take the lease on `name`, or raise `Conflict` while another live worker holds it."""
-    cert_id = _row(session, name).id
+    cert_id = _id(session, name)
     taken = session.execute(
         update(CertificateStatusRow)
         .where(CertificateStatusRow.certificate_id == cert_id)
@@ -330,13 +337,13 @@ def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_un
     ).rowcount
     if not taken:
         raise Conflict(f"certificate {name!r} is being worked on by another worker; try again shortly")
-    session.expire_all()
+    session.expire_all()  # the status rows loaded before the UPDATE are stale now
 
 
 def release(session: Session, name: str, owner: str) -> None:
     session.execute(
         update(CertificateStatusRow)
-        .where(CertificateStatusRow.certificate_id == _row(session, name).id)
+        .where(CertificateStatusRow.certificate_id == _id(session, name))
         .where(CertificateStatusRow.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
