@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from certpilot import __version__
 from certpilot.api import problems
-from certpilot.api.routes import certificates, events, operations, profiles, scripts, users
+from certpilot.api.routes import certificates, events, hsm_groups, operations, profiles, scripts, users
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
 
@@ -43,7 +43,7 @@ def create_app(app: App, reconciler: Reconciler | None = None, *, web: bool = Tr
     )
     api.state.certpilot = app
     problems.install(api)
-    for module in (operations, scripts, profiles, certificates, events, users):
+    for module in (operations, scripts, profiles, certificates, events, users, hsm_groups):
         api.include_router(module.router)
     if web:
         from certpilot.web.app import mount_web

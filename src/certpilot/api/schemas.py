@@ -226,3 +226,30 @@ class TokenOut(BaseModel):
 
 class NewTokenOut(TokenOut):
     token: str = Field(description="Shown once; only its hash is stored")
+
+
+# --- HSM groups --------------------------------------------------------------
+
+
+class HsmGroupIn(Lenient):
+    name: str = Name
+    module_path: str = Field(min_length=1, max_length=1024)
+    token_label: str = Field(min_length=1, max_length=32)
+    pin: str = Field(min_length=1, max_length=256, description="write-only; responses show ***")
+
+
+class HsmGroupOut(BaseModel):
+    name: str
+    module_path: str
+    token_label: str
+    pin: str
+    created_at: str
+    updated_at: str
+
+
+class HsmCheckOut(BaseModel):
+    label: str
+    manufacturer: str
+    model: str
+    serial: str
+    mechanisms: int

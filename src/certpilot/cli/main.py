@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from certpilot.cli import certs, profiles, scripts, users
+from certpilot.cli import certs, hsm, profiles, scripts, users
 from certpilot.cli.context import DatabaseUrlOption, DataDirOption, load_settings, open_app, remember_overrides, reset_overrides, settings_flags
 from certpilot.cli.output import error, say
 from certpilot.domain.errors import CertpilotError, InvalidInput
@@ -26,6 +26,7 @@ app.add_typer(profiles.app, name="profile")
 app.add_typer(certs.app, name="cert")
 app.add_typer(users.user_app, name="user")
 app.add_typer(users.token_app, name="token")
+app.add_typer(hsm.app, name="hsm")
 app.add_typer(db_app, name="db")
 
 @app.callback()

@@ -63,6 +63,7 @@ class EventKind(str, enum.Enum):
     SCRIPT_CHANGED = "SCRIPT_CHANGED"
     LOGIN_FAILED = "LOGIN_FAILED"
     USER_CHANGED = "USER_CHANGED"
+    HSM_GROUP_CHANGED = "HSM_GROUP_CHANGED"
     TOKEN_CREATED = "TOKEN_CREATED"
     TOKEN_REVOKED = "TOKEN_REVOKED"
 
@@ -453,3 +454,14 @@ class ApiToken:
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class HsmGroup:
+    """A PKCS#11 token certpilot makes keys in; the PIN never leaves the service layer."""
+
+    name: str
+    module_path: str
+    token_label: str
+    created_at: dt.datetime
+    updated_at: dt.datetime

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import EventKind
 from certpilot.policy import Action, days_left
-from certpilot.services import issuance
+from certpilot.services import hsm, issuance
 from certpilot.services.app import App
 from certpilot.store import certificates as repo
 from certpilot.store.events import record_event
@@ -111,6 +111,10 @@ class Reconciler:
             )
         futures = [self._threads.submit(self._reconcile_leased, name) for name in names]
         wait(futures)
+        try:
+            hsm.retire_old_keys(self.app)
+        except Exception:
+            log.exception("retiring old HSM keys failed")
         self.last_pass_at = self.app.clock.now()
         self.passes += 1
         with self.app.db.transaction() as session:

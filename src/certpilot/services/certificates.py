@@ -26,11 +26,14 @@ from certpilot.domain.model import (
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from sqlalchemy.orm import Session
 
+from certpilot.keys.pkcs11_backend import pkcs11_uri
 from certpilot.keys.software import open_private_key
 from certpilot.pki.encoding import pkcs12_bundle, private_key_pem
 from certpilot.services.app import App
+from certpilot.services.hsm import destroy_keys
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
+from certpilot.store import hsm as hsm_repo
 from certpilot.store.events import list_events, record_event
 from certpilot.store.wakeup import notify_wake
 
@@ -79,7 +82,11 @@ def _checked_spec(session: Session, given: SpecInput, *, keep_masked: bool) -> t
         raise InvalidInput(f"a certificate takes at most {MAX_SANS} subject alternative names", field="subject_alt_names")
     sans = make_sans(given.subject.common_name, tuple(given.subject_alt_names), add_cn=given.add_cn_to_sans)
     if given.hsm_group is not None:
-        raise InvalidInput("HSM-backed keys are not available yet: leave out hsm_group", field="hsm_group")
+        hsm_repo.get_group(session, given.hsm_group)  # NotFound names the group
+        key = given.key
+        if key is not None and key.algorithm == "ec" and key.curve == "p521":
+            raise InvalidInput("HSM keys are EC P-256/P-384 or RSA 2048/3072/4096; ec:p521 is not offered",
+                               field="key")
     prof = profile_repo.get_profile(session, given.profile)
     values, sensitive = check_dynamic_values(prof, given.dynamic_params or {})
     keep = frozenset(k for k in sensitive if keep_masked and values[k] == SENSITIVE_MASK)
@@ -188,6 +195,10 @@ def request_renewal(app: App, name: str, *, actor: str) -> None:
 
 
 def remove_certificate(app: App, name: str, *, actor: str) -> None:
+    """Remove the certificate and its history; its HSM keys are destroyed with it."""
+    with app.db.transaction() as session:
+        hsm_keys = repo.hsm_keys_to_retire(session, older_than=None, name=name)
+    destroy_keys(app, hsm_keys)
     now = app.clock.now()
     with app.db.transaction() as session:
         repo.remove_certificate(session, name)
@@ -204,6 +215,7 @@ class ExportMaterial:
     leaf_pem: str
     chain_pem: str
     private_key: CertificateIssuerPrivateKeyTypes | None
+    pkcs11_uri: str | None = None  # where the key lives, for an HSM-backed certificate
 
     @property
     def fullchain_pem(self) -> str:
@@ -225,14 +237,20 @@ def export_material(app: App, name: str, *, include_key: bool, fmt: str = "pem",
         if revision is None:
             raise NotFound("issued revision of certificate", name)
         key = None
+        stored = repo.get_key(session, revision.key_id)
+        uri = None
+        if stored.backend == "pkcs11" and stored.hsm_group and stored.pkcs11_id:
+            token_label = hsm_repo.get_group(session, stored.hsm_group).token_label
+            uri = pkcs11_uri(token_label, stored.pkcs11_label or "", bytes.fromhex(stored.pkcs11_id))
         if include_key:
-            stored = repo.get_key(session, revision.key_id)
             if stored.private_key_sealed is None:
-                raise InvalidInput(f"the key of {name!r} is held in an HSM and cannot be exported", field="include_key")
+                raise InvalidInput(
+                    f"the key of {name!r} is held in HSM group {stored.hsm_group!r} and never leaves it: "
+                    "export without the key and point your server at its PKCS#11 URI", field="include_key")
             key = open_private_key(app.sealer, stored.private_key_sealed, stored.key_id)
             record_event(session, at=now, actor=actor, kind=EventKind.KEY_EXPORTED, object_type="certificate",
                          object_name=name, details={"revision": revision.revision, "format": fmt})
-    return ExportMaterial(name, revision.revision, revision.leaf_pem, revision.chain_pem, key)
+    return ExportMaterial(name, revision.revision, revision.leaf_pem, revision.chain_pem, key, uri)
 
 
 @dataclass(frozen=True)
@@ -270,6 +288,8 @@ def export_certificate(
     ]
     if material.private_key_pem is not None:
         files.append((out_dir / "key.pem", material.private_key_pem, 0o600))
+    if material.pkcs11_uri is not None:
+        files.append((out_dir / "key.pkcs11-uri", material.pkcs11_uri + "\n", 0o644))
     for path, text, mode in files:
         _write(path, text.encode("ascii"), mode)
     return ExportedFiles(tuple(p for p, _, _ in files), material.revision)

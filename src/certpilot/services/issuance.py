@@ -12,15 +12,17 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from certpilot.domain.errors import IssuerFailed
+from certpilot.domain.errors import IssuerFailed, KeyBackendError
 from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
 from certpilot.issuers.runner import ScriptCall, ScriptResult
+from certpilot.keys import pkcs11_backend
 from certpilot.keys.software import generate_private_key, seal_private_key
 from certpilot.pki.certificate import public_key_sha256
 from certpilot.pki.checks import IssuedCertificate, check_issued
-from certpilot.pki.csr import build_csr
+from certpilot.pki.csr import build_csr, build_csr_with_signer
 from certpilot.policy import next_retry_at
+from certpilot.services import hsm
 from certpilot.services.app import App
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
@@ -77,31 +79,56 @@ def attempt(app: App, name: str, *, actor: str | None = None) -> AttemptReport:
             repo.release(session, name, owner)
 
 
-def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
-    name, spec = job.certificate.name, job.certificate.spec
-    kind = "issue" if job.certificate.status.revision is None else "renew"
-    key = job.key
-    if key is None:
+def _new_key(app: App, job: _Job) -> repo.StoredKey:
+    """A key pair for the next revision and its CSR: in software (sealed under the master
+    key), or inside the certificate's HSM group. Raises `KeyBackendError`."""
+    spec = job.certificate.spec
+    key_id = uuid.uuid4().hex
+    if spec.hsm_group is None:
         private_key = generate_private_key(spec.key)
-        key_id = uuid.uuid4().hex
-        key = repo.StoredKey(
+        return repo.StoredKey(
             key_id=key_id, backend="software", key_spec=spec.key,
             private_key_sealed=seal_private_key(app.sealer, private_key, key_id),
             public_key_sha256=public_key_sha256(private_key.public_key()),
             csr_pem=build_csr(private_key, spec.subject, spec.subject_alt_names),
         )
-        store_new_key = True
-    else:
-        store_new_key = False
+    ref = hsm.token_ref(app, spec.hsm_group)
+    token_id = bytes.fromhex(key_id)
+    label = f"certpilot-{job.certificate.name}-{key_id[:8]}"[:64]
+    public_key = pkcs11_backend.public_key_of(
+        spec.key, pkcs11_backend.generate_key(ref, spec.key, label=label, key_id=token_id)
+    )
+    try:
+        csr_pem = build_csr_with_signer(
+            public_key, lambda tbs: pkcs11_backend.sign(ref, token_id, spec.key, tbs), spec.key,
+            spec.subject, spec.subject_alt_names,
+        )
+    except (KeyBackendError, ValueError) as exc:
+        pkcs11_backend.destroy_key(ref, token_id)  # nothing half-made stays in the token
+        raise KeyBackendError(f"the HSM key could not sign the CSR: {exc}") from exc
+    return repo.StoredKey(
+        key_id=key_id, backend="pkcs11", key_spec=spec.key, private_key_sealed=None,
+        public_key_sha256=public_key_sha256(public_key), csr_pem=csr_pem,
+        hsm_group=spec.hsm_group, pkcs11_label=label, pkcs11_id=key_id,
+    )
+
+
+def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
+    name, spec = job.certificate.name, job.certificate.spec
+    kind = "issue" if job.certificate.status.revision is None else "renew"
     with app.db.transaction() as session:
-        if store_new_key:  # the key is durable before any CA sees its CSR
-            repo.store_pending_key(
-                session, name, key_id=key.key_id, backend=key.backend, key_spec=key.key_spec,
-                private_key_sealed=key.private_key_sealed, public_key_sha256=key.public_key_sha256,
-                csr_pem=key.csr_pem, now=app.clock.now(),
-            )
-        attempt_id = repo.start_attempt(session, name, key_id=key.key_id, kind=kind, worker=owner,
-                                        now=app.clock.now())
+        attempt_id = repo.start_attempt(session, name, key_id=job.key.key_id if job.key else None, kind=kind,
+                                        worker=owner, now=app.clock.now())
+    key = job.key
+    if key is None:
+        try:
+            key = _new_key(app, job)
+        except KeyBackendError as exc:  # a key that cannot be made is a failed attempt like any other
+            no_output = ScriptResult(None, str(exc), False, None, "", 0.0)
+            return _record_failure(app, job, attempt_id, IssuerFailed(f"key generation failed: {exc}"),
+                                   no_output, _secrets(job), actor)
+        with app.db.transaction() as session:  # the key is durable before any CA sees its CSR
+            repo.store_pending_key(session, name, key, attempt_id=attempt_id, now=app.clock.now())
 
     secrets = _secrets(job)
     call = ScriptCall(

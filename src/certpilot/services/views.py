@@ -11,6 +11,7 @@ from certpilot.domain.model import (
     Attempt,
     Certificate,
     Event,
+    HsmGroup,
     Profile,
     Revision,
     Script,
@@ -137,4 +138,15 @@ def token_view(token: ApiToken) -> dict[str, Any]:
         "expires_at": timestamp(token.expires_at),
         "revoked_at": timestamp(token.revoked_at),
         "last_used_at": timestamp(token.last_used_at),
+    }
+
+
+def hsm_group_view(group: HsmGroup) -> dict[str, Any]:
+    return {
+        "name": group.name,
+        "module_path": group.module_path,
+        "token_label": group.token_label,
+        "pin": SENSITIVE_MASK,
+        "created_at": timestamp(group.created_at),
+        "updated_at": timestamp(group.updated_at),
     }

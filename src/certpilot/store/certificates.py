@@ -37,6 +37,7 @@ from certpilot.store.tables import (
     CertificateRow,
     CertificateStatusRow,
     DynamicParamRow,
+    HsmGroupRow,
     KeyRow,
     RevisionRow,
 )
@@ -54,6 +55,9 @@ class StoredKey:
     private_key_sealed: bytes | None
     public_key_sha256: str
     csr_pem: str
+    hsm_group: str | None = None
+    pkcs11_label: str | None = None
+    pkcs11_id: str | None = None
 
 
 def _row(session: Session, name: str, *, for_update: bool = False) -> CertificateRow:
@@ -297,9 +301,11 @@ def get_key(session: Session, key_id: str) -> StoredKey:
     row = session.get(KeyRow, key_id)
     if row is None:
         raise NotFound("key", key_id)
+    group = session.get(HsmGroupRow, row.hsm_group_id) if row.hsm_group_id else None
     return StoredKey(
         key_id=row.id, backend=row.backend, key_spec=KeySpec.parse(row.key_spec),
         private_key_sealed=row.private_key_sealed, public_key_sha256=row.public_key_sha256, csr_pem=row.csr_pem,
+        hsm_group=group.name if group else None, pkcs11_label=row.pkcs11_label, pkcs11_id=row.pkcs11_id,
     )
 
 
@@ -356,31 +362,27 @@ def pending_key(session: Session, name: str) -> StoredKey | None:
     return get_key(session, key_id) if key_id else None
 
 
-def store_pending_key(
-    session: Session,
-    name: str,
-    *,
-    key_id: str,
-    backend: str,
-    key_spec: KeySpec,
-    private_key_sealed: bytes | None,
-    public_key_sha256: str,
-    csr_pem: str,
-    now: dt.datetime,
-) -> None:
+def store_pending_key(session: Session, name: str, key: StoredKey, *, attempt_id: int, now: dt.datetime) -> None:
+    """Keep the key made for the next revision (before any CA sees its CSR)."""
     row = _row(session, name)
     session.add(
         KeyRow(
-            id=key_id, certificate_id=row.id, backend=backend, key_spec=str(key_spec),
-            private_key_sealed=private_key_sealed, public_key_sha256=public_key_sha256,
-            csr_pem=csr_pem, created_at=now,
+            id=key.key_id, certificate_id=row.id, backend=key.backend, key_spec=str(key.key_spec),
+            private_key_sealed=key.private_key_sealed, public_key_sha256=key.public_key_sha256,
+            csr_pem=key.csr_pem, created_at=now,
+            hsm_group_id=session.scalar(select(HsmGroupRow.id).where(HsmGroupRow.name == key.hsm_group))
+            if key.hsm_group else None,
+            pkcs11_label=key.pkcs11_label, pkcs11_id=key.pkcs11_id,
         )
     )
     session.flush()
-    row.status.pending_key_id = key_id
+    row.status.pending_key_id = key.key_id
+    attempt = session.get(AttemptRow, attempt_id)
+    assert attempt is not None
+    attempt.key_id = key.key_id
 
 
-def start_attempt(session: Session, name: str, *, key_id: str, kind: str, worker: str, now: dt.datetime) -> int:
+def start_attempt(session: Session, name: str, *, key_id: str | None, kind: str, worker: str, now: dt.datetime) -> int:
     row = _row(session, name)
     # an attempt still open here belonged to a worker that died: its lease ran out
     for stale in session.scalars(
@@ -595,3 +597,33 @@ def earliest_next_action(session: Session, now: dt.datetime) -> dt.datetime | No
 def postpone(session: Session, name: str, until: dt.datetime) -> None:
     """Look at `name` again no sooner than `until` (after an unexpected error)."""
     _row(session, name).status.next_action_at = until
+
+
+def hsm_keys_to_retire(session: Session, *, older_than: dt.datetime | None, name: str | None = None) -> list[StoredKey]:
+    """HSM keys not destroyed yet that nothing needs any more: all of a certificate's keys
+    when `name` is given (it is being removed), else keys neither served nor pending
+    whose successor revision was issued at or before `older_than` (None: any time)."""
+    query = select(KeyRow).where(KeyRow.backend == "pkcs11", KeyRow.destroyed_at.is_(None))
+    if name is not None:
+        return [get_key(session, k.id) for k in session.scalars(query.where(KeyRow.certificate_id == _id(session, name)))]
+    current = select(CertificateStatusRow.pending_key_id).where(CertificateStatusRow.pending_key_id.is_not(None))
+    served = (
+        select(RevisionRow.key_id)
+        .join(CertificateStatusRow, CertificateStatusRow.current_revision_id == RevisionRow.id)
+    )
+    rows = session.scalars(query.where(KeyRow.id.not_in(current), KeyRow.id.not_in(served))).all()
+    result = []
+    for k in rows:
+        newer = session.scalar(
+            select(func.min(RevisionRow.issued_at))
+            .where(RevisionRow.certificate_id == k.certificate_id, RevisionRow.issued_at > k.created_at)
+        )
+        if newer is not None and (older_than is None or newer <= older_than):
+            result.append(get_key(session, k.id))
+    return result
+
+
+def mark_key_destroyed(session: Session, key_id: str, now: dt.datetime) -> None:
+    row = session.get(KeyRow, key_id)
+    if row is not None:
+        row.destroyed_at = now

@@ -164,6 +164,17 @@ class CertificateStatusRow(Base):
     )
 
 
+class HsmGroupRow(Base):
+    __tablename__ = "hsm_groups"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid hex, part of the PIN's sealing identity
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    module_path: Mapped[str] = mapped_column(String(1024))
+    token_label: Mapped[str] = mapped_column(String(64))
+    pin_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class KeyRow(Base):
     __tablename__ = "keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -171,6 +182,9 @@ class KeyRow(Base):
     backend: Mapped[str] = mapped_column(String(16))  # "software" or "pkcs11"
     key_spec: Mapped[str] = mapped_column(String(16))
     private_key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hsm_group_id: Mapped[str | None] = mapped_column(ForeignKey("hsm_groups.id", ondelete="RESTRICT"), index=True)
+    pkcs11_label: Mapped[str | None] = mapped_column(String(128))
+    pkcs11_id: Mapped[str | None] = mapped_column(String(64))  # CKA_ID, hex
     public_key_sha256: Mapped[str] = mapped_column(String(64))
     csr_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -11,6 +11,7 @@ from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.domain.model import SENSITIVE_MASK, KeySpec, Phase, make_subject
 from certpilot.services import certificates as service
 from certpilot.services import issuance
+from certpilot.services import hsm as hsm_service
 from certpilot.services import profiles as profile_service
 from certpilot.web.pages import KEY_SPECS, redirect
 from certpilot.web.rendering import flash, render
@@ -55,6 +56,7 @@ def _new_form(request: Request, user, *, form: dict, selected: str | None, error
     default_key = next((str(p.default_key) for p in profiles if p.name == selected), "ec:p256")
     return render(request, "certificate_new.html", title="New certificate", section="Certificates", user=user,
                   profiles=profiles, selected=selected, form=form, errors=errors or {}, key_specs=KEY_SPECS,
+                  hsm_groups=hsm_service.list_groups(request.app.state.certpilot),
                   default_key=default_key, status_code=status_code)
 
 
@@ -77,7 +79,8 @@ async def create_certificate(request: Request, user: PageOperator, _: Csrf) -> R
         sans = [line.strip() for line in form.get("subject_alt_names", "").splitlines() if line.strip()]
         service.request_certificate(
             app, name, profile=profile, subject=subject, subject_alt_names=sans,
-            key=KeySpec.parse(form.get("key", "ec:p256")), dynamic_params=dynamic, actor=user.actor,
+            key=KeySpec.parse(form.get("key", "ec:p256")), hsm_group=form.get("hsm_group") or None,
+            dynamic_params=dynamic, actor=user.actor,
         )
     except CertpilotError as exc:
         field = getattr(exc, "field", None) or ("name" if "certificate" in str(exc) else "form")

@@ -11,6 +11,7 @@ from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.domain.model import DEFAULT_WARNING_DAYS, EventKind, KeySpec, ProfileParam, Role, SENSITIVE_MASK
 from certpilot.services import dashboard as dashboard_service
 from certpilot.services import events as event_service
+from certpilot.services import hsm as hsm_service
 from certpilot.services import profiles as profile_service
 from certpilot.services import scripts as script_service
 from certpilot.services import users as user_service
@@ -342,3 +343,42 @@ def revoke_token(request: Request, token_id: int, user: PageAdmin, _: Csrf) -> R
     user_service.revoke_token(request.app.state.certpilot, token_id, actor=user.actor)
     flash(request, "ok", f"Token {token_id} revoked.")
     return redirect("/users")
+
+
+# --- HSM groups ----------------------------------------------------------------
+
+
+def _hsm_page(request: Request, user, **context) -> HTMLResponse:  # type: ignore[no-untyped-def]
+    return render(request, "hsm.html", title="HSM groups", section="HSM", user=user,
+                  groups=hsm_service.list_groups(request.app.state.certpilot), **context)
+
+
+@router.get("/hsm", response_class=HTMLResponse)
+def hsm_groups(request: Request, user: PageViewer) -> HTMLResponse:
+    return _hsm_page(request, user, check=None)
+
+
+@router.post("/hsm", response_class=HTMLResponse)
+def add_hsm_group(request: Request, user: PageAdmin, _: Csrf, name: Annotated[str, Form()] = "",
+                  module_path: Annotated[str, Form()] = "", token_label: Annotated[str, Form()] = "",
+                  pin: Annotated[str, Form()] = "") -> Response:
+    try:
+        hsm_service.add_group(request.app.state.certpilot, name, module_path=module_path, token_label=token_label,
+                              pin=pin, actor=user.actor)
+    except CertpilotError as exc:
+        return _hsm_page(request, user, check=None, status_code=422,
+                         form={"name": name, "module_path": module_path, "token_label": token_label},
+                         errors={getattr(exc, "field", None) or "name": str(exc)})
+    flash(request, "ok", f"HSM group {name} added.")
+    return redirect("/hsm")
+
+
+@router.post("/hsm/{name}/check", response_class=HTMLResponse)
+def check_hsm_group(request: Request, name: str, user: PageAdmin, _: Csrf) -> HTMLResponse:
+    try:
+        info = hsm_service.check_group(request.app.state.certpilot, name)
+        check = {"ok": True, "message": f"{name}: logged in to token {info.label!r} "
+                                        f"({info.manufacturer}, {info.model}, serial {info.serial})."}
+    except CertpilotError as exc:
+        check = {"ok": False, "message": f"{name}: {exc}"}
+    return _hsm_page(request, user, check=check)

@@ -31,6 +31,17 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_events_kind'), ['kind'], unique=False)
         batch_op.create_index('ix_events_object', ['object_type', 'object_name'], unique=False)
 
+    op.create_table('hsm_groups',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('module_path', sa.String(length=1024), nullable=False),
+    sa.Column('token_label', sa.String(length=64), nullable=False),
+    sa.Column('pin_sealed', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hsm_groups')),
+    sa.UniqueConstraint('name', name=op.f('uq_hsm_groups_name'))
+    )
     op.create_table('loop_heartbeats',
     sa.Column('owner', sa.String(length=128), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
@@ -143,15 +154,20 @@ def upgrade() -> None:
     sa.Column('backend', sa.String(length=16), nullable=False),
     sa.Column('key_spec', sa.String(length=16), nullable=False),
     sa.Column('private_key_sealed', sa.LargeBinary(), nullable=True),
+    sa.Column('hsm_group_id', sa.String(length=32), nullable=True),
+    sa.Column('pkcs11_label', sa.String(length=128), nullable=True),
+    sa.Column('pkcs11_id', sa.String(length=64), nullable=True),
     sa.Column('public_key_sha256', sa.String(length=64), nullable=False),
     sa.Column('csr_pem', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('destroyed_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['certificate_id'], ['certificates.id'], name=op.f('fk_keys_certificate_id_certificates'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['hsm_group_id'], ['hsm_groups.id'], name=op.f('fk_keys_hsm_group_id_hsm_groups'), ondelete='RESTRICT'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_keys'))
     )
     with op.batch_alter_table('keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_keys_certificate_id'), ['certificate_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_keys_hsm_group_id'), ['hsm_group_id'], unique=False)
 
     op.create_table('attempts',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -236,6 +252,7 @@ def downgrade() -> None:
 
     op.drop_table('attempts')
     with op.batch_alter_table('keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_keys_hsm_group_id'))
         batch_op.drop_index(batch_op.f('ix_keys_certificate_id'))
 
     op.drop_table('keys')
@@ -259,6 +276,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_loop_heartbeats_last_pass_at'))
 
     op.drop_table('loop_heartbeats')
+    op.drop_table('hsm_groups')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_object')
         batch_op.drop_index(batch_op.f('ix_events_kind'))

@@ -1,0 +1,72 @@
+"""HSM groups repository; the PIN is sealed under the master key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from certpilot.domain.errors import Conflict, NotFound
+from certpilot.domain.model import HsmGroup
+from certpilot.keys.pkcs11_backend import TokenRef
+from certpilot.keys.sealing import Sealer
+from certpilot.store.tables import CertificateRow, HsmGroupRow, KeyRow
+
+
+def pin_identity(row_id: str) -> str:
+    return f"hsm_group:{row_id}:pin"
+
+
+def _to_group(row: HsmGroupRow) -> HsmGroup:
+    return HsmGroup(name=row.name, module_path=row.module_path, token_label=row.token_label,
+                    created_at=row.created_at, updated_at=row.updated_at)
+
+
+def _row(session: Session, name: str) -> HsmGroupRow:
+    row = session.scalar(select(HsmGroupRow).where(HsmGroupRow.name == name))
+    if row is None:
+        raise NotFound("HSM group", name)
+    return row
+
+
+def add_group(session: Session, sealer: Sealer, *, name: str, module_path: str, token_label: str, pin: str,
+              now: dt.datetime) -> HsmGroup:
+    if session.scalar(select(exists().where(HsmGroupRow.name == name))):
+        raise Conflict(f"HSM group {name!r} exists already")
+    row_id = uuid.uuid4().hex
+    row = HsmGroupRow(id=row_id, name=name, module_path=module_path, token_label=token_label,
+                      pin_sealed=sealer.seal_text(pin, pin_identity(row_id)), created_at=now, updated_at=now)
+    session.add(row)
+    session.flush()
+    return _to_group(row)
+
+
+def get_group(session: Session, name: str) -> HsmGroup:
+    return _to_group(_row(session, name))
+
+
+def list_groups(session: Session) -> list[HsmGroup]:
+    return [_to_group(r) for r in session.scalars(select(HsmGroupRow).order_by(HsmGroupRow.name))]
+
+
+def token_ref(session: Session, sealer: Sealer, name: str) -> TokenRef:
+    row = _row(session, name)
+    return TokenRef(row.module_path, row.token_label, sealer.open_text(row.pin_sealed, pin_identity(row.id)))
+
+
+def group_id(session: Session, name: str) -> str:
+    return _row(session, name).id
+
+
+def remove_group(session: Session, name: str) -> None:
+    row = _row(session, name)
+    users = session.scalars(select(CertificateRow.name).where(CertificateRow.hsm_group == name).limit(3)).all()
+    if users:
+        raise Conflict(f"HSM group {name!r} is used by certificate(s) {', '.join(users)}; remove those first")
+    live = session.scalar(select(exists().where(KeyRow.hsm_group_id == row.id, KeyRow.destroyed_at.is_(None))))
+    if live:
+        raise Conflict(f"HSM group {name!r} still holds keys of certpilot; remove their certificates first")
+    session.execute(KeyRow.__table__.update().where(KeyRow.hsm_group_id == row.id).values(hsm_group_id=None))
+    session.delete(row)
