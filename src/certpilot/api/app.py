@@ -43,6 +43,7 @@ def create_app(app: App, reconciler: Reconciler | None = None, *, web: bool = Tr
     )
     api.state.certpilot = app
     problems.install(api)
+    api.add_middleware(problems.RejectControlCharacters)
     for module in (operations, scripts, profiles, certificates, events, users, hsm_groups):
         api.include_router(module.router)
     if web:

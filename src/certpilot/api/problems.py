@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+from urllib.parse import unquote
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -18,13 +22,15 @@ from certpilot.domain.errors import (
 )
 from certpilot.services.users import AuthenticationFailed
 
+log = logging.getLogger("certpilot.api")
+
 _STATUS: list[tuple[type[CertpilotError], int, str]] = [
     (NotFound, 404, "Not Found"),
     (Conflict, 409, "Conflict"),
     (InvalidInput, 422, "Invalid input"),
     (AuthenticationFailed, 401, "Unauthorized"),
     (IssuerFailed, 502, "Issuer failed"),
-    (KeyBackendError, 500, "Key backend error"),
+    (KeyBackendError, 502, "Key backend error"),
     (ConfigurationError, 503, "Service unavailable"),
 ]
 
@@ -66,6 +72,14 @@ def install(api: FastAPI) -> None:
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg"))} for e in errors[:20]
         ])
 
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        detail = "an unexpected error occurred; the server log has the details"
+        if not _is_api(request):
+            return _html(request, 500, "Internal error", detail)
+        return problem(500, "Internal error", detail)
+
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if not _is_api(request):
@@ -80,3 +94,20 @@ def _title(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+class RejectControlCharacters:
+    """400 for a path or query string carrying control characters (NUL above all: no
+    database stores it, and no name of certpilot's contains one)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("path", "") + unquote(scope.get("query_string", b"").decode("latin-1"))
+            if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+                response = problem(400, "Bad Request", "the path or query holds control characters")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 WaitFlag = Annotated[bool, typer.Option("--wait", help="Issue now, in this process, and report the outcome.")]
 
 def _attempt_and_report(ctx: App, name: str, json_out: bool = False) -> None:
-    report = issuance.attempt(ctx, name, actor=local_actor())
+    report = issuance.attempt_or_wait(ctx, name, actor=local_actor())
     if issuance.is_success(report):
         if not json_out:
             say(f"certificate {name}: revision {report.revision} issued")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from certpilot.domain.errors import Conflict, NotFound
@@ -34,7 +35,7 @@ MAX_STEPS = 8  # bookkeeping actions (warn, mark expired) chain before the real 
 class Reconciler:
     def __init__(self, app: App, *, batch_size: int | None = None) -> None:
         self.app = app
-        self.owner = app.worker_id
+        self.owner = f"{app.worker_id}:loop-{uuid.uuid4().hex[:6]}"  # not shared with requests in this process
         self.actor = f"controller:{self.owner}"
         self.batch_size = batch_size or max(2, app.settings.workers * 2)
         self._wake = threading.Event()
@@ -171,7 +172,7 @@ class Reconciler:
                     log.error("%s has expired", name)
                     continue
             # ISSUE, RENEW (and POLL, which deferred issuance will add): one attempt
-            report = issuance.attempt(self.app, name, actor=self.actor)
+            report = issuance.attempt(self.app, name, actor=self.actor, owner=self.owner)
             if issuance.is_success(report):
                 log.info("%s: revision %s issued", name, report.revision)
             else:

@@ -52,11 +52,10 @@ def check_dynamic_values(profile: Profile, values: Mapping[str, str]) -> tuple[d
                 f"parameter {name!r} of profile {profile.name!r} is not dynamic: its value is set in the profile",
                 field="dynamic_params",
             )
-    missing = [p.name for p in profile.dynamic_params() if p.name not in values]
+    missing = [p.name for p in profile.dynamic_params() if not values.get(p.name, "").strip()]
     if missing:
         raise InvalidInput(
-            f"profile {profile.name!r} needs a value for dynamic parameter(s) {', '.join(missing)} "
-            "(give them with --param NAME=VALUE)",
+            f"profile {profile.name!r} needs a value for dynamic parameter(s) {', '.join(missing)}",
             field="dynamic_params",
         )
     sensitive = frozenset(p.name for p in profile.dynamic_params() if p.sensitive)

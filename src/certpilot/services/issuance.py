@@ -9,10 +9,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 
-from certpilot.domain.errors import IssuerFailed, KeyBackendError
+from certpilot.clock import monotonic_s
+from certpilot.domain.errors import Conflict, IssuerFailed, KeyBackendError
+from sqlalchemy.orm import Session
+
 from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
 from certpilot.issuers.runner import ScriptCall, ScriptResult
@@ -58,10 +62,12 @@ def _args(job: _Job) -> dict[str, str]:
     return {p.name: (values.get(p.name, "") if p.dynamic else p.value or "") for p in job.profile.params}
 
 
-def attempt(app: App, name: str, *, actor: str | None = None) -> AttemptReport:
-    """Run one attempt now. Raises `NotFound`, or `Conflict` when another worker holds
-    the certificate; every failure of the issuer itself is a recorded attempt."""
-    owner = app.worker_id
+def attempt(app: App, name: str, *, actor: str | None = None, owner: str | None = None) -> AttemptReport:
+    """Run one attempt now. Raises `NotFound`, or `Conflict` when another holder has the
+    lease on the certificate; every failure of the issuer itself is a recorded attempt.
+    `owner` is the lease holder's name: a renewal loop passes the one it leased with;
+    by default each call is a holder of its own."""
+    owner = owner or f"{app.worker_id}:{uuid.uuid4().hex[:8]}"
     actor = actor or f"controller:{owner}"
     now = app.clock.now()
     with app.db.transaction() as session:
@@ -77,6 +83,33 @@ def attempt(app: App, name: str, *, actor: str | None = None) -> AttemptReport:
     finally:
         with app.db.transaction() as session:
             repo.release(session, name, owner)
+
+
+WAIT_POLL_S = 0.2
+
+
+def attempt_or_wait(app: App, name: str, *, actor: str, timeout_s: float = 600.0) -> AttemptReport:
+    """Run one attempt now, or, when a renewal loop has just taken the certificate, wait
+    for its attempt to end and report that one (`--wait`, `?wait=true`)."""
+    try:
+        return attempt(app, name, actor=actor)
+    except Conflict:
+        pass
+    deadline = monotonic_s() + timeout_s
+    while monotonic_s() < deadline:
+        time.sleep(WAIT_POLL_S)
+        with app.db.transaction() as session:
+            if not repo.is_leased(session, name, app.clock.now()):
+                return _last_report(session, name, app.clock.now())
+    raise Conflict(f"certificate {name!r} is still being worked on by another worker after {timeout_s:.0f} s")
+
+
+def _last_report(session: Session, name: str, now: dt.datetime) -> AttemptReport:
+    cert = repo.get_certificate(session, name, now)
+    last = repo.list_attempts(session, name, limit=1)
+    if not last or last[0].outcome is None:
+        raise Conflict(f"certificate {name!r} has no finished attempt to report")
+    return AttemptReport(name, last[0].outcome, cert.status.revision, last[0].error, cert.status.failures)
 
 
 def _new_key(app: App, job: _Job) -> repo.StoredKey:

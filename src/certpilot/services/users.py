@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from certpilot.domain.errors import CertpilotError, InvalidInput
-from certpilot.domain.model import ApiToken, EventKind, Principal, Role, User, check_name
+from certpilot.domain.model import NAME_RE, ApiToken, EventKind, Principal, Role, User, check_name
 from certpilot.services.app import App
 from certpilot.store import users as repo
 from certpilot.store.events import record_event
@@ -143,9 +143,12 @@ _throttle = LoginThrottle()
 
 def authenticate_password(app: App, username: str, password: str, *, source: str) -> Principal:
     """Check a password; a failure is slowed down, recorded as LOGIN_FAILED, and says nothing more."""
-    time.sleep(_throttle.delay_s(username))
-    with app.db.transaction() as session:
-        found = repo.password_hash(session, username)
+    throttle_key = f"{username}\x1f{source}"  # per name and origin: nobody slows another's logins
+    time.sleep(_throttle.delay_s(throttle_key))
+    found = None
+    if NAME_RE.fullmatch(username):  # a name no user can have is not looked up
+        with app.db.transaction() as session:
+            found = repo.password_hash(session, username)
     ok = False
     if found is not None and not found[0].disabled:
         try:
@@ -155,12 +158,13 @@ def authenticate_password(app: App, username: str, password: str, *, source: str
     else:
         _hasher.hash(password)  # the same work either way: no user enumeration by timing
     if not ok:
-        _throttle.failed(username)
+        _throttle.failed(throttle_key)
         now = app.clock.now()
+        shown = "".join(c if c.isprintable() else "?" for c in username[:128])
         with app.db.transaction() as session:
             record_event(session, at=now, actor=f"anonymous ({source})", kind=EventKind.LOGIN_FAILED,
-                         object_type="user", object_name=username[:128], details={"source": source})
+                         object_type="user", object_name=shown, details={"source": source})
         raise AuthenticationFailed("wrong user name or password")
-    _throttle.succeeded(username)
+    _throttle.succeeded(throttle_key)
     user = found[0]  # type: ignore[index]
     return Principal(username=user.username, role=user.role, via="password")

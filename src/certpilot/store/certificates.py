@@ -346,6 +346,12 @@ def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_un
     session.expire_all()  # the status rows loaded before the UPDATE are stale now
 
 
+def is_leased(session: Session, name: str, now: dt.datetime) -> bool:
+    """Some live holder has the lease on `name`."""
+    status = session.get(CertificateStatusRow, _id(session, name))
+    return bool(status and status.lease_owner and status.lease_expires_at and status.lease_expires_at >= now)
+
+
 def release(session: Session, name: str, owner: str) -> None:
     session.execute(
         update(CertificateStatusRow)

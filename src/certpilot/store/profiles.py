@@ -147,6 +147,11 @@ def replace_profile(
                 f"profile {name!r} is used by certificate(s) {', '.join(users)}: a new dynamic parameter "
                 f"({', '.join(sorted(new_dynamic))}) would leave them without a value"
             )
+    current = _to_profile(row, sealer)
+    if (current.script, current.params, current.renewal, current.default_key) == (
+        script, tuple(resolved), renewal, default_key
+    ):
+        return _to_profile(row, None)  # written back as read: nothing changes, not even updated_at
     row.script = _script_row(session, script)
     row.renew_before_days = renewal.renew_before_days
     row.renew_before_percent = renewal.renew_before_percent

@@ -12,12 +12,13 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from certpilot.services.app import App
 from certpilot.web import certificate_pages, pages
-from certpilot.web.session import SESSION_MAX_AGE_S, LoginRequired, SecurityHeaders
+from certpilot.web.session import SESSION_MAX_AGE_S, LoginRequired, SecurityHeaders, SessionForApi
 
 
 def mount_web(api: FastAPI, app: App, *, https_only: bool) -> None:
     """Pages at `/`, static files at `/static`, a signed session cookie (key derived from
     the master key, so every server of an installation accepts it)."""
+    api.add_middleware(SessionForApi)  # inside the session middleware: it reads the session
     api.add_middleware(
         SessionMiddleware,
         secret_key=app.sealer.derive_key("certpilot web session v1").hex(),

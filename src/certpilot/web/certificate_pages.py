@@ -14,7 +14,7 @@ from certpilot.services import issuance
 from certpilot.services import hsm as hsm_service
 from certpilot.services import profiles as profile_service
 from certpilot.web.pages import KEY_SPECS, redirect
-from certpilot.web.rendering import flash, render
+from certpilot.web.rendering import error_field, flash, render
 from certpilot.web.session import Csrf, PageAdmin, PageOperator, PageViewer
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +83,7 @@ async def create_certificate(request: Request, user: PageOperator, _: Csrf) -> R
             dynamic_params=dynamic, actor=user.actor,
         )
     except CertpilotError as exc:
-        field = getattr(exc, "field", None) or ("name" if "certificate" in str(exc) else "form")
+        field = error_field(exc)
         return _new_form(request, user, form=form, selected=profile or None, errors={field: str(exc)},
                          status_code=422)
     if "issue_now" in form:
@@ -95,7 +95,7 @@ async def create_certificate(request: Request, user: PageOperator, _: Csrf) -> R
 
 def _attempt(request: Request, name: str, actor: str) -> None:
     try:
-        report = issuance.attempt(request.app.state.certpilot, name, actor=actor)
+        report = issuance.attempt_or_wait(request.app.state.certpilot, name, actor=actor)
     except CertpilotError as exc:
         flash(request, "error", str(exc))
         return

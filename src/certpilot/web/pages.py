@@ -15,7 +15,7 @@ from certpilot.services import hsm as hsm_service
 from certpilot.services import profiles as profile_service
 from certpilot.services import scripts as script_service
 from certpilot.services import users as user_service
-from certpilot.web.rendering import flash, render
+from certpilot.web.rendering import error_field, flash, render
 from certpilot.web.session import Csrf, PageAdmin, PageViewer, log_in, log_out
 
 router = APIRouter(include_in_schema=False)
@@ -104,7 +104,7 @@ async def add_script(request: Request, user: PageAdmin, _: Csrf, name: Annotated
         timeout = _int(timeout_s, "timeout_s")
         script_service.add_script(app, name, source, timeout_s=timeout, actor=user.actor)
     except CertpilotError as exc:
-        return _scripts_error(request, user, form, getattr(exc, "field", None) or "name", str(exc))
+        return _scripts_error(request, user, form, error_field(exc, "name"), str(exc))
     flash(request, "ok", f"Script {name} added.")
     return redirect(f"/scripts/{name}")
 
@@ -270,7 +270,7 @@ async def create_profile(request: Request, user: PageAdmin, _: Csrf) -> Response
                                        params=params, actor=user.actor, **_renewal_fields(form))
     except CertpilotError as exc:
         return _profile_form_page(request, user, creating=True, form=form, status_code=422,
-                                  errors={getattr(exc, "field", None) or "form": str(exc)})
+                                  errors={error_field(exc, "form"): str(exc)})
     flash(request, "ok", f"Profile {form['name']} created.")
     return redirect(f"/profiles/{form['name']}")
 
@@ -283,7 +283,7 @@ async def update_profile(request: Request, name: str, user: PageAdmin, _: Csrf) 
                                        actor=user.actor, **_renewal_fields(form))
     except CertpilotError as exc:
         return _profile_form_page(request, user, creating=False, form=form, status_code=422,
-                                  errors={getattr(exc, "field", None) or "form": str(exc)})
+                                  errors={error_field(exc, "form"): str(exc)})
     flash(request, "ok", f"Profile {name} saved.")
     return redirect(f"/profiles/{name}")
 
@@ -321,7 +321,7 @@ def add_user(request: Request, user: PageAdmin, _: Csrf, username: Annotated[str
                               actor=user.actor)
     except CertpilotError as exc:
         return _users_page(request, user, form={"username": username, "role": role}, status_code=422,
-                           errors={getattr(exc, "field", None) or "name": str(exc)})
+                           errors={error_field(exc, "name"): str(exc)})
     flash(request, "ok", f"User {username} added as {role}.")
     return redirect("/users")
 
@@ -334,7 +334,7 @@ def create_token(request: Request, user: PageAdmin, _: Csrf, username: Annotated
         token, _info = user_service.create_token(request.app.state.certpilot, username, name=label or "web",
                                                  expires_in_days=days, actor=user.actor)
     except CertpilotError as exc:
-        return _users_page(request, user, status_code=422, errors={getattr(exc, "field", None) or "expires_in_days": str(exc)})
+        return _users_page(request, user, status_code=422, errors={error_field(exc, "expires_in_days"): str(exc)})
     return _users_page(request, user, new_token=token, new_token_user=username)
 
 
@@ -368,7 +368,7 @@ def add_hsm_group(request: Request, user: PageAdmin, _: Csrf, name: Annotated[st
     except CertpilotError as exc:
         return _hsm_page(request, user, check=None, status_code=422,
                          form={"name": name, "module_path": module_path, "token_label": token_label},
-                         errors={getattr(exc, "field", None) or "name": str(exc)})
+                         errors={error_field(exc, "name"): str(exc)})
     flash(request, "ok", f"HSM group {name} added.")
     return redirect("/hsm")
 

@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from certpilot.domain.errors import Conflict
 from certpilot.domain.model import Principal, Role
 from certpilot.services.views import timestamp
 from certpilot.web.session import csrf_token, session_principal
@@ -53,3 +54,12 @@ def render(request: Request, template: str, *, title: str, section: str = "", st
 
 def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
     return render(request, "error.html", title=title, message=message, status_code=status)
+
+
+def error_field(exc: Exception, default: str = "form") -> str:
+    """Which form field an error belongs next to: the one it names, the name field for
+    an 'exists already' conflict, else the form as a whole."""
+    field = getattr(exc, "field", None)
+    if field:
+        return str(field)
+    return "name" if isinstance(exc, Conflict) else default

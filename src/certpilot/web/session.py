@@ -56,14 +56,7 @@ def log_out(request: Request) -> None:
 
 
 def session_principal(request: Request) -> Principal | None:
-    data = request.session
-    if not data.get("user") or time.time() - data.get("since", 0) > SESSION_MAX_AGE_S:
-        return None
-    try:
-        role = Role(data["role"])
-    except (KeyError, ValueError):
-        return None
-    return Principal(username=data["user"], role=role, via="web session")
+    return _principal_from(request.session)
 
 
 def csrf_token(request: Request) -> str:
@@ -106,3 +99,43 @@ PageViewer = Annotated[Principal, Depends(page_user)]
 PageOperator = Annotated[Principal, Depends(page_role(Role.OPERATOR))]
 PageAdmin = Annotated[Principal, Depends(page_role(Role.ADMIN))]
 Csrf = Annotated[None, Depends(check_csrf)]
+
+
+CSRF_HEADER = "x-csrf-token"
+_UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class SessionForApi:
+    """Lets a logged-in browser call the API with its session (DESIGN §5), when the request
+    carries no Authorization header. A state-changing call must also send the session's
+    CSRF token in an `X-CSRF-Token` header, which a cross-site form cannot do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and scope.get("path", "").startswith("/api/"):
+            headers = dict(scope.get("headers") or [])
+            session = scope.get("session") or {}
+            if b"authorization" not in headers and session.get("user"):
+                expected = str(session.get("csrf", ""))
+                sent = headers.get(CSRF_HEADER.encode(), b"").decode("latin-1")
+                if scope.get("method") not in _UNSAFE or (expected and hmac.compare_digest(expected, sent)):
+                    principal = _principal_from(session)
+                    if principal is not None:
+                        app = scope["app"].state.certpilot
+                        role = current_role(app, principal.username)
+                        if role is not None:
+                            from certpilot.api.auth import SESSION_PRINCIPAL_KEY
+
+                            scope[SESSION_PRINCIPAL_KEY] = Principal(principal.username, role, principal.via)
+        await self.app(scope, receive, send)
+
+
+def _principal_from(data) -> Principal | None:  # type: ignore[no-untyped-def]
+    if not data.get("user") or time.time() - data.get("since", 0) > SESSION_MAX_AGE_S:
+        return None
+    try:
+        return Principal(username=data["user"], role=Role(data["role"]), via="web session")
+    except (KeyError, ValueError):
+        return None

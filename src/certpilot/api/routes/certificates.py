@@ -68,7 +68,7 @@ def request_certificate(body: CertificateIn, response: Response, app: CertpilotA
         key=given.key, hsm_group=given.hsm_group, dynamic_params=given.dynamic_params, actor=who.actor,
     )
     if wait:
-        report = issuance.attempt(app, body.name, actor=who.actor)
+        report = issuance.attempt_or_wait(app, body.name, actor=who.actor)
         response.status_code = 201 if issuance.is_success(report) else 202
     return certificate_view(service.get_certificate(app, body.name))
 
@@ -94,7 +94,7 @@ def remove_certificate(name: str, app: CertpilotApp, who: Operator) -> Response:
 def renew_certificate(name: str, response: Response, app: CertpilotApp, who: Operator, wait: bool = False) -> dict:
     service.request_renewal(app, name, actor=who.actor)
     if wait:
-        report = issuance.attempt(app, name, actor=who.actor)
+        report = issuance.attempt_or_wait(app, name, actor=who.actor)
         response.status_code = 200 if issuance.is_success(report) else 202
     return certificate_view(service.get_certificate(app, name))
 

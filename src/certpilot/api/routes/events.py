@@ -23,7 +23,7 @@ def list_events(
     object_type: Annotated[str | None, Query(max_length=32)] = None,
     object: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=0, description="the last id of the previous page")] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="the last id of the previous page")] = None,
 ) -> list[dict]:
     events = service.list_events(app, kind=kind, object_type=object_type, object_name=object,
                                  before_id=cursor, limit=limit)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from certpilot.api.auth import Admin, CertpilotApp, current_principal
@@ -56,7 +56,7 @@ def list_tokens(app: CertpilotApp, who: Annotated[Principal, Depends(current_pri
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, app: CertpilotApp, who: Annotated[Principal, Depends(current_principal)]) -> Response:
+def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], app: CertpilotApp, who: Annotated[Principal, Depends(current_principal)]) -> Response:
     if who.role is not Role.ADMIN and all(t.id != token_id for t in service.list_tokens(app, who.username)):
         raise HTTPException(404, f"token {token_id} does not exist")
     service.revoke_token(app, token_id, actor=who.actor)

@@ -29,6 +29,8 @@
         if (input.type === "checkbox") { input.checked = false; } else { input.value = ""; input.placeholder = ""; }
         if (input.type === "password") { input.type = "text"; }
       });
+      var remove = row.querySelector("button[data-remove]");
+      if (remove) remove.setAttribute("aria-label", "Remove parameter row " + (index + 1));
       row.querySelectorAll("label").forEach(function (label) {
         var f = label.getAttribute("for"); if (f) label.setAttribute("for", f.replace(/_\d+$/, "_" + index));
       });

@@ -1,0 +1,298 @@
+"""What the REST API tests share: a movable clock, role tokens, problem+json checks,
+the operations listed by the OpenAPI document, request bodies for the bundled
+local-CA script, and a real `certpilot serve` process on loopback.
+
+Not a test module; the fixtures built on it live in this directory's conftest.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from certpilot.config import Settings
+from certpilot.domain.model import Role
+from certpilot.pki.local_ca import LocalCA
+from certpilot.services.setup import bundled_local_ca_source
+
+ACTOR = "test:api"
+PASSWORD = "a-long-password-123"
+PROBLEM_JSON = "application/problem+json"
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+# --- time ----------------------------------------------------------------------------
+
+
+class MovableClock:
+    """The real UTC time plus an offset a test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta(0)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + self.offset
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self.offset += delta
+
+
+# --- who is calling ------------------------------------------------------------------
+
+
+def user_name(role: Role) -> str:
+    return role.value
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass(frozen=True)
+class RoleTokens:
+    tokens: Mapping[Role, str]
+
+    def __getitem__(self, role: Role) -> str:
+        return self.tokens[role]
+
+    def headers(self, role: Role) -> dict[str, str]:
+        return bearer(self.tokens[role])
+
+
+# --- answers -------------------------------------------------------------------------
+
+
+def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:
+    """`response` is an RFC 9457 problem with `status` whose `detail` names every one of `words`."""
+    where = f"{response.request.method} {response.request.url.path}"
+    assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
+    assert response.headers["content-type"].startswith(PROBLEM_JSON), f"{where}: {response.headers['content-type']}"
+    body = response.json()
+    assert body["status"] == status and body["title"], f"{where}: {body}"
+    assert isinstance(body.get("detail"), str) and body["detail"].strip(), f"{where}: no detail in {body}"
+    for word in words:
+        assert word.lower() in body["detail"].lower(), f"{where}: {word!r} not in detail {body['detail']!r}"
+    return body  # type: ignore[no-any-return]
+
+
+def openapi_operations(document: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(METHOD, path template) of every operation the OpenAPI document lists."""
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+
+
+def fill_path(template: str, values: Mapping[str, str]) -> str:
+    """`template` with each `{param}` replaced by its value in `values`."""
+    path = template
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    assert "{" not in path, f"no value for a parameter of {template}"
+    return path
+
+
+# --- bodies --------------------------------------------------------------------------
+
+
+def local_ca_params(ca: LocalCA, *, validity_days: int = 90,
+                    extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The profile params of the bundled local-CA script for `ca`, the key password sensitive."""
+    return [
+        {"name": "ca_cert_path", "value": str(ca.cert_path)},
+        {"name": "ca_key_path", "value": str(ca.key_path)},
+        {"name": "ca_key_password", "value": ca.password, "sensitive": True},
+        {"name": "validity_days", "value": str(validity_days)},
+        *[dict(p) for p in extra],
+    ]
+
+
+def add_local_ca(client: Any, headers: Mapping[str, str], ca: LocalCA, *, script: str = "local-ca",
+                 profile: str = "corp", source: str | None = None, validity_days: int = 90,
+                 extra_params: Sequence[Mapping[str, Any]] = (), **profile_fields: Any) -> dict[str, Any]:
+    """Add the script (bundled local-CA unless `source`) and a profile using it, through the API."""
+    r = client.post("/api/v1/scripts", headers=headers,
+                    json={"name": script, "source": source or bundled_local_ca_source(), "timeout_s": 30})
+    assert r.status_code == 201, r.text
+    return add_profile(client, headers, ca, script=script, profile=profile, validity_days=validity_days,
+                       extra_params=extra_params, **profile_fields)
+
+
+def add_profile(client: Any, headers: Mapping[str, str], ca: LocalCA, *, script: str, profile: str,
+                validity_days: int = 90, extra_params: Sequence[Mapping[str, Any]] = (),
+                **profile_fields: Any) -> dict[str, Any]:
+    r = client.post("/api/v1/profiles", headers=headers, json={
+        "name": profile, "script": script,
+        "params": local_ca_params(ca, validity_days=validity_days, extra=extra_params), **profile_fields,
+    })
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def certificate_body(name: str, profile: str = "corp", *, cn: str | None = None, sans: Iterable[str] = (),
+                     key: str | None = None, dynamic: Mapping[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"profile": profile, "subject": {"common_name": cn or f"{name}.example.test"},
+                            "subject_alt_names": list(sans), "dynamic_params": dict(dynamic or {})}
+    if key is not None:
+        spec["key"] = key
+    return {"name": name, "spec": spec}
+
+
+# --- a real server -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def certpilot_argv() -> list[str]:
+    script = Path(sys.executable).with_name("certpilot")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "certpilot"]
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
+    env.update(
+        CERTPILOT_DATA_DIR=str(settings.data_dir),
+        CERTPILOT_DATABASE_URL=settings.effective_database_url,
+        CERTPILOT_RECONCILE_INTERVAL_S="1",
+        CERTPILOT_WORKERS="2",
+    )
+    return env
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living descendant of `pid` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@dataclass
+class ServerProcess:
+    """`certpilot serve` on 127.0.0.1, its stdout and stderr in files."""
+
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    stdout_path: Path
+    stderr_path: Path
+
+    @classmethod
+    def start(cls, settings: Settings, directory: Path, *, ready_timeout_s: float = 30.0) -> ServerProcess:
+        port = free_port()
+        stdout_path, stderr_path = directory / "serve.stdout", directory / "serve.stderr"
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(
+                [*certpilot_argv(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=server_env(settings), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=directory,
+            )
+        server = cls(proc, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
+        server.wait_until_up(ready_timeout_s)
+        return server
+
+    def wait_until_up(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"certpilot serve exited with {self.proc.returncode}:\n{self.stderr()[-4000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"certpilot serve did not answer within {timeout_s:.0f} s:\n{self.stderr()[-4000:]}")
+            time.sleep(0.1)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def terminate(self, timeout_s: float) -> int:
+        """SIGTERM, then the exit status; raises TimeoutExpired if it does not stop in time."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def clean_up(self, leftovers: Iterable[int] = ()) -> None:
+        """Stop the server whatever state it is in, and any process it left behind."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in leftovers:
+            if is_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+# --- issuer scripts ------------------------------------------------------------------
+
+_CHECKING_WRAPPER = '''
+
+import hashlib as _hashlib
+
+_sign = certificate_request
+
+
+def certificate_request(csr, common_name, args_dict):
+    # every parameter NAME_sha256 holds the SHA-256 of what parameter NAME must be
+    for name, digest in args_dict.items():
+        if name.endswith("_sha256"):
+            checked = name[: -len("_sha256")]
+            if _hashlib.sha256(args_dict.get(checked, "").encode()).hexdigest() != digest:
+                raise ValueError(f"parameter {checked} is not the value it was given")
+    return _sign(csr, common_name, args_dict)
+'''
+
+
+def checking_local_ca_source() -> str:
+    """The bundled local-CA script that refuses to sign unless each parameter NAME has
+    the value whose SHA-256 the parameter NAME_sha256 holds: proof that a secret the
+    API only ever shows as `***` reached the script intact."""
+    return bundled_local_ca_source() + _CHECKING_WRAPPER
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
