@@ -205,6 +205,10 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 def publish_screenshot(source: Path, name: str) -> Path:
+    """Copy a screenshot to docs/screenshots (shown in the README) only when asked with
+    CERTPILOT_UPDATE_DOC_SCREENSHOTS=1, so that a test run leaves the work tree clean."""
+    if os.environ.get("CERTPILOT_UPDATE_DOC_SCREENSHOTS") != "1":
+        return source
     DOCS_SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     target = DOCS_SCREENSHOT_DIR / name
     shutil.copyfile(source, target)
