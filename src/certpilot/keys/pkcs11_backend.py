@@ -60,6 +60,11 @@ def _explain(exc: Exception, ref: TokenRef) -> KeyBackendError:
     name = type(exc).__name__
     if isinstance(exc, p11.exceptions.PinIncorrect):
         return KeyBackendError(f"the PIN of token {ref.token_label!r} is wrong")
+    if isinstance(exc, p11.exceptions.UserAlreadyLoggedIn):
+        return KeyBackendError(
+            f"token {ref.token_label!r} is already logged in by this process through another HSM group "
+            "with a different PIN; groups on one token must share its PIN"
+        )
     if isinstance(exc, p11.exceptions.PinLocked):
         return KeyBackendError(f"the PIN of token {ref.token_label!r} is locked: reset it with the SO PIN")
     if isinstance(exc, (p11.exceptions.NoSuchToken,)):
@@ -96,7 +101,13 @@ _tokens_lock = threading.Lock()
 def _token(ref: TokenRef) -> _Token:
     with _tokens_lock:
         token = _tokens.get(ref.cache_key)
-        if token is None or token.ref.pin != ref.pin:
+        if token is not None and token.ref.pin != ref.pin:
+            # login state belongs to the process: a second PIN cannot log in beside the first
+            raise KeyBackendError(
+                f"token {ref.token_label!r} is already logged in by this process through another HSM group "
+                "with a different PIN; groups on one token must share its PIN"
+            )
+        if token is None:
             token = _tokens[ref.cache_key] = _Token(ref)
         return token
 
@@ -152,7 +163,7 @@ def generate_key(ref: TokenRef, spec: KeySpec, *, label: str, key_id: bytes) -> 
             return numbers.public_key()
         except p11.exceptions.PKCS11Error as exc:
             _destroy_quietly(token, key_id)
-            raise _explain(exc, ref) from exc
+            raise KeyBackendError(f"{_explain(exc, ref)} (generating a {spec} key)") from exc
 
 
 def sign(ref: TokenRef, key_id: bytes, spec: KeySpec, data: bytes) -> bytes:

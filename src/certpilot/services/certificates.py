@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from certpilot.domain.errors import InvalidInput, NotFound
+from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import (
     Attempt,
     Certificate,
@@ -80,13 +80,13 @@ def _checked_spec(session: Session, given: SpecInput, *, keep_masked: bool) -> t
     if len(given.subject_alt_names) > MAX_SANS:
         raise InvalidInput(f"a certificate takes at most {MAX_SANS} subject alternative names", field="subject_alt_names")
     sans = make_sans(given.subject.common_name, tuple(given.subject_alt_names), add_cn=given.add_cn_to_sans)
+    prof = profile_repo.get_profile(session, given.profile)
     if given.hsm_group is not None:
         hsm_repo.get_group(session, given.hsm_group)  # NotFound names the group
-        key = given.key
-        if key is not None and key.algorithm == "ec" and key.curve == "p521":
+        key = given.key or prof.default_key
+        if key.algorithm == "ec" and key.curve == "p521":
             raise InvalidInput("HSM keys are EC P-256/P-384 or RSA 2048/3072/4096; ec:p521 is not offered",
                                field="key")
-    prof = profile_repo.get_profile(session, given.profile)
     values, sensitive = check_dynamic_values(prof, given.dynamic_params or {})
     keep = frozenset(k for k in sensitive if keep_masked and values[k] == SENSITIVE_MASK)
     spec = CertificateSpec(
@@ -197,7 +197,9 @@ def remove_certificate(app: App, name: str, *, actor: str) -> None:
     """Remove the certificate and its history; its HSM keys are destroyed with it."""
     with app.db.transaction() as session:
         hsm_keys = repo.hsm_keys_to_retire(session, older_than=None, name=name)
-    destroy_keys(app, hsm_keys)
+    if destroy_keys(app, hsm_keys) < len(hsm_keys):  # never forget a key that still exists in a token
+        raise Conflict(f"the HSM keys of {name!r} could not all be destroyed (see the log); "
+                       "fix the token and remove the certificate again")
     now = app.clock.now()
     with app.db.transaction() as session:
         repo.remove_certificate(session, name)

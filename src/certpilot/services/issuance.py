@@ -128,10 +128,9 @@ def _new_key(app: App, job: _Job) -> repo.StoredKey:
     ref = hsm.token_ref(app, spec.hsm_group)
     token_id = bytes.fromhex(key_id)
     label = f"certpilot-{job.certificate.name}-{key_id[:8]}"[:64]
-    public_key = pkcs11_backend.public_key_of(
-        spec.key, pkcs11_backend.generate_key(ref, spec.key, label=label, key_id=token_id)
-    )
+    generated = pkcs11_backend.generate_key(ref, spec.key, label=label, key_id=token_id)
     try:
+        public_key = pkcs11_backend.public_key_of(spec.key, generated)
         csr_pem = build_csr_with_signer(
             public_key, lambda tbs: pkcs11_backend.sign(ref, token_id, spec.key, tbs), spec.key,
             spec.subject, spec.subject_alt_names,

@@ -620,13 +620,20 @@ def hsm_keys_to_retire(session: Session, *, older_than: dt.datetime | None, name
     rows = session.scalars(query.where(KeyRow.id.not_in(current), KeyRow.id.not_in(served))).all()
     result = []
     for k in rows:
-        newer = session.scalar(
-            select(func.min(RevisionRow.issued_at))
-            .where(RevisionRow.certificate_id == k.certificate_id, RevisionRow.issued_at > k.created_at)
-        )
-        if newer is not None and (older_than is None or newer <= older_than):
+        superseded_at = _superseded_at(session, k)
+        if superseded_at is not None and (older_than is None or superseded_at <= older_than):
             result.append(get_key(session, k.id))
     return result
+
+
+def _superseded_at(session: Session, key: KeyRow) -> dt.datetime | None:
+    """When the key stopped being needed: its successor revision's issue time (for a key
+    that never got a revision, the first revision issued after the key was made)."""
+    own = session.scalar(select(RevisionRow.number).where(RevisionRow.key_id == key.id))
+    successor = select(func.min(RevisionRow.issued_at)).where(RevisionRow.certificate_id == key.certificate_id)
+    if own is not None:
+        return session.scalar(successor.where(RevisionRow.number > own))
+    return session.scalar(successor.where(RevisionRow.issued_at > key.created_at))
 
 
 def mark_key_destroyed(session: Session, key_id: str, now: dt.datetime) -> None:
