@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.context import open_app, read_secret_file, settings_flags
 from certpilot.cli.output import error, print_fields, print_json, print_table, say
 from certpilot.cli.profiles import split_assignment
 from certpilot.domain.errors import InvalidInput
@@ -183,10 +183,7 @@ def export(
     """Write the served certificate, its chain and full chain (and key) to a directory."""
     password = None
     if password_file is not None:
-        try:
-            password = password_file.read_text().splitlines()[0].encode() if password_file.read_text() else None
-        except OSError as exc:
-            raise InvalidInput(f"cannot read password file {password_file}: {exc}") from None
+        password = read_secret_file(password_file, "PKCS#12 password").encode() or None
     with open_app() as ctx:
         exported = service.export_certificate(
             ctx, name, out, fmt=format_, include_key=include_key, pkcs12_password=password, actor=local_actor()

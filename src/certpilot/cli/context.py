@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from certpilot.config import Settings
-from certpilot.domain.errors import ConfigurationError
+from certpilot.domain.errors import ConfigurationError, InvalidInput
 from certpilot.services.app import App
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,3 +63,14 @@ def load_settings() -> Settings:
 
 def open_app() -> App:
     return App(load_settings())
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of a file holding a secret (a password, a PIN): secrets come from
+    files rather than argv, which other users of the host can read."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidInput(f"cannot read the {what} file {path}: {reason}") from None
+    return lines[0] if lines else ""

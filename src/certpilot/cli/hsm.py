@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.context import open_app, read_secret_file, settings_flags
 from certpilot.cli.output import print_fields, print_json, print_table, say
 from certpilot.domain.errors import InvalidInput
 from certpilot.services import hsm as service
@@ -29,11 +29,7 @@ def add(
     if (pin is None) == (pin_file is None):
         raise InvalidInput("give the PIN with exactly one of --pin or --pin-file", field="pin")
     if pin_file is not None:
-        try:
-            lines = pin_file.read_text().splitlines()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read PIN file {pin_file}: {exc.strerror}") from None
-        pin = lines[0] if lines else ""
+        pin = read_secret_file(pin_file, "PIN")
     with open_app() as ctx:
         service.add_group(ctx, name, module_path=module, token_label=token, pin=pin or "", actor=local_actor())
     say(f"HSM group {name} added (token {token}); check it with `certpilot hsm check {name}`")

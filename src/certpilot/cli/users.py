@@ -5,9 +5,8 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.context import open_app, read_secret_file, settings_flags
 from certpilot.cli.output import print_json, print_table, say
-from certpilot.domain.errors import InvalidInput
 from certpilot.services import users as service
 from certpilot.services.app import local_actor
 from certpilot.services.views import timestamp, token_view
@@ -27,11 +26,7 @@ def add(
     """Add a user; without --password-file a password is generated and printed once."""
     parsed = service.parse_role(role)
     if password_file is not None:
-        try:
-            lines = password_file.read_text().splitlines()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read password file {password_file}: {exc.strerror}") from None
-        password, generated = (lines[0] if lines else ""), False
+        password, generated = read_secret_file(password_file, "password"), False
     else:
         password, generated = service.generate_password(), True
     with open_app() as ctx:
