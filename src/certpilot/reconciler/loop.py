@@ -20,7 +20,7 @@ from certpilot.domain.model import EventKind
 from certpilot.policy import Action, days_left
 from certpilot.services import hsm, issuance
 from certpilot.services.app import App
-from certpilot.store import certificates as repo
+from certpilot.store import schedule
 from certpilot.store.events import record_event
 from certpilot.store.heartbeats import beat
 from certpilot.store.wakeup import WakeListener
@@ -88,7 +88,7 @@ class Reconciler:
         interval = self.app.settings.reconcile_interval_s
         now = self.app.clock.now()
         with self.app.db.transaction() as session:
-            earliest = repo.earliest_next_action(session, now)
+            earliest = schedule.earliest_next_action(session, now)
         timeout = interval if earliest is None else min(interval, max(0.0, (earliest - now).total_seconds()))
         self._wake.wait(timeout=max(timeout, 0.05))
         self._wake.clear()
@@ -96,7 +96,7 @@ class Reconciler:
     def _release_all(self) -> None:
         try:
             with self.app.db.transaction() as session:
-                repo.release_all(session, self.owner)
+                schedule.release_all(session, self.owner)
         except Exception:
             log.exception("could not release leases of %s", self.owner)
 
@@ -106,7 +106,7 @@ class Reconciler:
         """One pass: lease what is due and reconcile it. Returns how many were leased."""
         now = self.app.clock.now()
         with self.app.db.transaction() as session:
-            names = repo.claim_due(
+            names = schedule.claim_due(
                 session, owner=self.owner, now=now,
                 lease_until=now + dt.timedelta(seconds=CLAIM_LEASE_S), limit=self.batch_size,
             )
@@ -133,13 +133,13 @@ class Reconciler:
             log.exception("reconciling %s failed; looking again in %d s", name, ERROR_RETRY_S)
             try:  # a certificate that breaks the loop must not be re-claimed at once, forever
                 with self.app.db.transaction() as session:
-                    repo.postpone(session, name, self.app.clock.now() + dt.timedelta(seconds=ERROR_RETRY_S))
+                    schedule.postpone(session, name, self.app.clock.now() + dt.timedelta(seconds=ERROR_RETRY_S))
             except Exception:
                 log.exception("could not postpone %s", name)
         finally:
             try:
                 with self.app.db.transaction() as session:
-                    repo.release(session, name, self.owner)
+                    schedule.release(session, name, self.owner)
             except NotFound:
                 pass
 
@@ -148,27 +148,27 @@ class Reconciler:
         for _ in range(MAX_STEPS):
             now = self.app.clock.now()
             with self.app.db.transaction() as session:
-                decision = repo.decide_for(session, name, now)
+                decision = schedule.decide_for(session, name, now)
                 if decision.action is Action.NOTHING:
-                    repo.reschedule_by_name(session, name, now)
+                    schedule.reschedule_by_name(session, name, now)
                     return
                 if decision.action is Action.WARN:
-                    not_after = repo.served_not_after(session, name)
+                    not_after = schedule.served_not_after(session, name)
                     assert not_after is not None
                     for day in decision.warn_days:
                         record_event(session, at=now, actor=self.actor, kind=EventKind.CERT_EXPIRING,
                                      object_type="certificate", object_name=name,
                                      details={"days_left": days_left(not_after, now), "warning_day": day,
                                               "not_after": not_after.isoformat()})
-                    repo.record_warnings(session, name, decision.warn_days, now)
+                    schedule.record_warnings(session, name, decision.warn_days, now)
                     log.warning("%s expires in %d day(s)", name, days_left(not_after, now))
                     continue
                 if decision.action is Action.MARK_EXPIRED:
-                    not_after = repo.served_not_after(session, name)
+                    not_after = schedule.served_not_after(session, name)
                     record_event(session, at=now, actor=self.actor, kind=EventKind.CERT_EXPIRED,
                                  object_type="certificate", object_name=name,
                                  details={"not_after": not_after.isoformat() if not_after else None})
-                    repo.mark_expired(session, name, now)
+                    schedule.mark_expired(session, name, now)
                     log.error("%s has expired", name)
                     continue
             # ISSUE, RENEW (and POLL, which deferred issuance will add): one attempt

@@ -196,7 +196,7 @@ def request_renewal(app: App, name: str, *, actor: str) -> None:
 def remove_certificate(app: App, name: str, *, actor: str) -> None:
     """Remove the certificate and its history; its HSM keys are destroyed with it."""
     with app.db.transaction() as session:
-        hsm_keys = repo.hsm_keys_to_retire(session, older_than=None, name=name)
+        hsm_keys = hsm_repo.hsm_keys_to_retire(session, older_than=None, name=name)
     if destroy_keys(app, hsm_keys) < len(hsm_keys):  # never forget a key that still exists in a token
         raise Conflict(f"the HSM keys of {name!r} could not all be destroyed (see the log); "
                        "fix the token and remove the certificate again")

@@ -76,7 +76,7 @@ def destroy_keys(app: App, keys: list[cert_repo.StoredKey]) -> int:
             log.warning("could not destroy HSM key %s in group %s: %s", key.key_id, key.hsm_group, exc)
             continue
         with app.db.transaction() as session:
-            cert_repo.mark_key_destroyed(session, key.key_id, app.clock.now())
+            repo.mark_key_destroyed(session, key.key_id, app.clock.now())
         destroyed += 1
     return destroyed
 
@@ -89,5 +89,5 @@ def retire_old_keys(app: App) -> int:
         return 0
     cutoff = app.clock.now() - dt.timedelta(days=grace_days)
     with app.db.transaction() as session:
-        keys = cert_repo.hsm_keys_to_retire(session, older_than=cutoff)
+        keys = repo.hsm_keys_to_retire(session, older_than=cutoff)
     return destroy_keys(app, keys)

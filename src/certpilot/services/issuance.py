@@ -28,6 +28,7 @@ from certpilot.pki.csr import build_csr, build_csr_with_signer
 from certpilot.policy import next_retry_at
 from certpilot.services import hsm
 from certpilot.services.app import App
+from certpilot.store import attempts, schedule
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
 from certpilot.store import scripts as script_repo
@@ -74,15 +75,15 @@ def attempt(app: App, name: str, *, actor: str | None = None, owner: str | None 
         cert = repo.get_certificate(session, name, now, app.sealer)
         profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
         script = script_repo.get_script(session, profile.script)
-        repo.claim(session, name, owner=owner, now=now,
+        schedule.claim(session, name, owner=owner, now=now,
                    lease_until=now + dt.timedelta(seconds=script.timeout_s + app.settings.lease_margin_s))
-        job = _Job(cert, profile, script, repo.pending_key(session, name),
-                   repo.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
+        job = _Job(cert, profile, script, attempts.pending_key(session, name),
+                   attempts.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
     try:
         return _run(app, job, owner, actor)
     finally:
         with app.db.transaction() as session:
-            repo.release(session, name, owner)
+            schedule.release(session, name, owner)
 
 
 WAIT_POLL_S = 0.2
@@ -99,7 +100,7 @@ def attempt_or_wait(app: App, name: str, *, actor: str, timeout_s: float = 600.0
     while monotonic_s() < deadline:
         time.sleep(WAIT_POLL_S)
         with app.db.transaction() as session:
-            if not repo.is_leased(session, name, app.clock.now()):
+            if not schedule.is_leased(session, name, app.clock.now()):
                 return _last_report(session, name, app.clock.now())
     raise Conflict(f"certificate {name!r} is still being worked on by another worker after {timeout_s:.0f} s")
 
@@ -149,7 +150,7 @@ def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
     name, spec = job.certificate.name, job.certificate.spec
     kind = "issue" if job.certificate.status.revision is None else "renew"
     with app.db.transaction() as session:
-        attempt_id = repo.start_attempt(session, name, key_id=job.key.key_id if job.key else None, kind=kind,
+        attempt_id = attempts.start_attempt(session, name, key_id=job.key.key_id if job.key else None, kind=kind,
                                         worker=owner, now=app.clock.now())
     key = job.key
     if key is None:
@@ -160,7 +161,7 @@ def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
             return _record_failure(app, job, attempt_id, IssuerFailed(f"key generation failed: {exc}"),
                                    no_output, _secrets(job), actor)
         with app.db.transaction() as session:  # the key is durable before any CA sees its CSR
-            repo.store_pending_key(session, name, key, attempt_id=attempt_id, now=app.clock.now())
+            attempts.store_pending_key(session, name, key, attempt_id=attempt_id, now=app.clock.now())
 
     secrets = _secrets(job)
     call = ScriptCall(
@@ -205,7 +206,7 @@ def _record_success(
     name = job.certificate.name
     now = app.clock.now()
     with app.db.transaction() as session:
-        number = repo.finish_attempt_issued(
+        number = attempts.finish_attempt_issued(
             session, name, attempt_id=attempt_id, key=key, leaf_pem=issued.leaf_pem,
             chain_pem=issued.chain_pem, facts=issued.facts, output=result.output or None, now=now,
         )
@@ -232,7 +233,7 @@ def _record_failure(
     retry_at = next_retry_at(failures, now=now, not_after=job.certificate.status.not_after,
                              random_fraction=app.random_fraction())
     with app.db.transaction() as session:
-        failures = repo.finish_attempt_failed(
+        failures = attempts.finish_attempt_failed(
             session, name, attempt_id=attempt_id, outcome=outcome, error=error,
             output=result.output or None, now=now, retry_at=retry_at,
         )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import HsmGroup
 from certpilot.keys.pkcs11_backend import TokenRef
 from certpilot.keys.sealing import Sealer
-from certpilot.store.tables import CertificateRow, HsmGroupRow, KeyRow
+from certpilot.store.certificates import StoredKey, _id, get_key
+from certpilot.store.tables import CertificateRow, CertificateStatusRow, HsmGroupRow, KeyRow, RevisionRow
 
 
 def pin_identity(row_id: str) -> str:
@@ -70,3 +71,43 @@ def remove_group(session: Session, name: str) -> None:
         raise Conflict(f"HSM group {name!r} still holds keys of certpilot; remove their certificates first")
     session.execute(KeyRow.__table__.update().where(KeyRow.hsm_group_id == row.id).values(hsm_group_id=None))
     session.delete(row)
+
+
+# --- the keys certpilot keeps in tokens -------------------------------------
+
+
+def hsm_keys_to_retire(session: Session, *, older_than: dt.datetime | None, name: str | None = None) -> list[StoredKey]:
+    """HSM keys not destroyed yet that nothing needs any more: all of a certificate's keys
+    when `name` is given (it is being removed), else keys neither served nor pending
+    whose successor revision was issued at or before `older_than` (None: any time)."""
+    query = select(KeyRow).where(KeyRow.backend == "pkcs11", KeyRow.destroyed_at.is_(None))
+    if name is not None:
+        return [get_key(session, k.id) for k in session.scalars(query.where(KeyRow.certificate_id == _id(session, name)))]
+    current = select(CertificateStatusRow.pending_key_id).where(CertificateStatusRow.pending_key_id.is_not(None))
+    served = (
+        select(RevisionRow.key_id)
+        .join(CertificateStatusRow, CertificateStatusRow.current_revision_id == RevisionRow.id)
+    )
+    rows = session.scalars(query.where(KeyRow.id.not_in(current), KeyRow.id.not_in(served))).all()
+    result = []
+    for k in rows:
+        superseded_at = _superseded_at(session, k)
+        if superseded_at is not None and (older_than is None or superseded_at <= older_than):
+            result.append(get_key(session, k.id))
+    return result
+
+
+def _superseded_at(session: Session, key: KeyRow) -> dt.datetime | None:
+    """When the key stopped being needed: its successor revision's issue time (for a key
+    that never got a revision, the first revision issued after the key was made)."""
+    own = session.scalar(select(RevisionRow.number).where(RevisionRow.key_id == key.id))
+    successor = select(func.min(RevisionRow.issued_at)).where(RevisionRow.certificate_id == key.certificate_id)
+    if own is not None:
+        return session.scalar(successor.where(RevisionRow.number > own))
+    return session.scalar(successor.where(RevisionRow.issued_at > key.created_at))
+
+
+def mark_key_destroyed(session: Session, key_id: str, now: dt.datetime) -> None:
+    row = session.get(KeyRow, key_id)
+    if row is not None:
+        row.destroyed_at = now

@@ -37,7 +37,7 @@ from certpilot.services.certificates import (
 )
 from certpilot.services.scripts import update_script
 from certpilot.services.setup import bundled_local_ca_source
-from certpilot.store import certificates as repo
+from certpilot.store import schedule
 from tests.integration.reconciler.reconciler_support import (
     ACTOR,
     FAILING_CA_MESSAGE,
@@ -334,7 +334,7 @@ OTHER_WORKER = "other-host:4242:0badc0de"
 def hold_lease(app: App, name: str, *, owner: str, until: dt.datetime) -> None:
     """What another worker's claim leaves in the database."""
     with app.db.transaction() as session:
-        repo.claim(session, name, owner=owner, now=app.clock.now(), lease_until=until)
+        schedule.claim(session, name, owner=owner, now=app.clock.now(), lease_until=until)
 
 
 def test_a_certificate_leased_by_another_worker_is_taken_over_only_when_the_lease_expires(loop: Loop) -> None:

@@ -1,0 +1,162 @@
+"""Leases and scheduling: who works on a certificate now, and when the loop looks next.
+
+A worker leases a certificate (`claim`, or `claim_due` for whatever is due) before
+it acts; an expired lease may be taken over. `next_action_at` comes from the pure
+policy through `reschedule`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from certpilot.domain.errors import Conflict
+from certpilot.domain.model import Phase
+from certpilot.policy import Action, CertificateSnapshot, Decision, decide
+from certpilot.store.certificates import _id, _row
+from certpilot.store.profiles import _to_profile
+from certpilot.store.tables import CertificateRow, CertificateStatusRow
+
+
+def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_until: dt.datetime) -> None:
+    """Take the lease on `name`, or raise `Conflict` while another live worker holds it."""
+    cert_id = _id(session, name)
+    taken = session.execute(
+        update(CertificateStatusRow)
+        .where(CertificateStatusRow.certificate_id == cert_id)
+        .where(
+            or_(
+                CertificateStatusRow.lease_owner.is_(None),
+                CertificateStatusRow.lease_owner == owner,
+                CertificateStatusRow.lease_expires_at < now,
+            )
+        )
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not taken:
+        raise Conflict(f"certificate {name!r} is being worked on by another worker; try again shortly")
+    session.expire_all()  # the status rows loaded before the UPDATE are stale now
+
+
+def is_leased(session: Session, name: str, now: dt.datetime) -> bool:
+    """Some live holder has the lease on `name`."""
+    status = session.get(CertificateStatusRow, _id(session, name))
+    return bool(status and status.lease_owner and status.lease_expires_at and status.lease_expires_at >= now)
+
+
+def release(session: Session, name: str, owner: str) -> None:
+    session.execute(
+        update(CertificateStatusRow)
+        .where(CertificateStatusRow.certificate_id == _id(session, name))
+        .where(CertificateStatusRow.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_all(session: Session, owner: str) -> None:
+    session.execute(
+        update(CertificateStatusRow)
+        .where(CertificateStatusRow.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim_due(
+    session: Session, *, owner: str, now: dt.datetime, lease_until: dt.datetime, limit: int
+) -> list[str]:
+    """Lease up to `limit` certificates whose next action is due and that no live
+    worker holds; other workers skip the rows this one locks (PostgreSQL)."""
+    due = (
+        select(CertificateStatusRow.certificate_id)
+        .where(CertificateStatusRow.next_action_at <= now)
+        .where(or_(CertificateStatusRow.lease_owner.is_(None), CertificateStatusRow.lease_expires_at < now))
+        .order_by(CertificateStatusRow.next_action_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = list(session.scalars(due))
+    if not ids:
+        return []
+    session.execute(
+        update(CertificateStatusRow)
+        .where(CertificateStatusRow.certificate_id.in_(ids))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(select(CertificateRow.name).where(CertificateRow.id.in_(ids))))
+
+
+def earliest_next_action(session: Session, now: dt.datetime) -> dt.datetime | None:
+    """When this loop may find work next: the earliest `next_action_at` among
+    certificates no live worker holds, or the earliest expiry of a live lease."""
+    st = CertificateStatusRow
+    free = session.scalar(
+        select(func.min(st.next_action_at)).where(or_(st.lease_owner.is_(None), st.lease_expires_at < now))
+    )
+    leased = session.scalar(select(func.min(st.lease_expires_at)).where(st.lease_expires_at >= now))
+    return min((t for t in (free, leased) if t is not None), default=None)
+
+
+def postpone(session: Session, name: str, until: dt.datetime) -> None:
+    """Look at `name` again no sooner than `until` (after an unexpected error)."""
+    _row(session, name).status.next_action_at = until
+
+
+def snapshot(row: CertificateRow) -> CertificateSnapshot:
+    """The policy's view of one certificate. The snapshot's `next_action_at` is the
+    backoff time (`retry_at`), not the loop's wake-up time."""
+    st = row.status
+    rev = st.current_revision
+    return CertificateSnapshot(
+        phase=Phase(st.phase),
+        has_revision=rev is not None,
+        not_before=rev.not_before if rev else None,
+        not_after=rev.not_after if rev else None,
+        renewal=_to_profile(row.profile, None).renewal,
+        failures=st.failures,
+        next_action_at=st.retry_at,
+        renewal_requested=st.renewal_requested,
+        warned_days=frozenset(st.warned_days or ()),
+        expired_event_recorded=st.expired_event_recorded,
+    )
+
+
+def reschedule(row: CertificateRow, now: dt.datetime) -> Decision:
+    """Set `next_action_at` from the policy: now when something is due, else when it falls due."""
+    decision = decide(snapshot(row), now)
+    row.status.next_action_at = decision.at if decision.action is Action.NOTHING else now
+    return decision
+
+
+def reschedule_by_name(session: Session, name: str, now: dt.datetime) -> Decision:
+    return reschedule(_row(session, name), now)
+
+
+def decide_for(session: Session, name: str, now: dt.datetime) -> Decision:
+    return decide(snapshot(_row(session, name)), now)
+
+
+def record_warnings(session: Session, name: str, days: tuple[int, ...], now: dt.datetime) -> None:
+    row = _row(session, name)
+    row.status.warned_days = sorted(set(row.status.warned_days or ()) | set(days), reverse=True)
+    session.flush()
+    reschedule(row, now)
+
+
+def mark_expired(session: Session, name: str, now: dt.datetime) -> None:
+    row = _row(session, name)
+    row.status.phase = Phase.EXPIRED.value
+    row.status.expired_event_recorded = True
+    session.flush()
+    reschedule(row, now)
+
+
+def served_not_after(session: Session, name: str) -> dt.datetime | None:
+    rev = _row(session, name).status.current_revision
+    return rev.not_after if rev else None
