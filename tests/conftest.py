@@ -28,6 +28,12 @@ from tests.support.postgres import PostgresServer, find_or_start_postgres
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.support import softhsm
+
+    softhsm.prepare()  # before any test can load the PKCS#11 module
+
+
 def missing(reason: str) -> None:
     """Skip for a missing component, except in CI where it is a failure."""
     if IN_CI:

@@ -8,8 +8,6 @@ Without softhsm2 every test here is skipped, or fails under CI=true.
 
 from __future__ import annotations
 
-import secrets
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -18,41 +16,18 @@ from certpilot.keys import pkcs11_backend
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
 from tests.conftest import missing
-from tests.integration.keys.hsm_support import (
-    MODULE,
-    PIN,
-    SECRET_TOKEN,
-    TOKEN,
-    SoftHsm,
-    add_hsm_group,
-    add_local_ca_profile,
-    init_token,
-    softhsm_available,
-)
+from tests.integration.keys.hsm_support import SoftHsm, add_hsm_group, add_local_ca_profile
 
 
 @pytest.fixture(scope="session", autouse=True)
-def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
-    """SOFTHSM2_CONF of this run, set before the PKCS#11 module is first loaded here."""
-    reason = softhsm_available()
-    if reason is not None:
-        missing(reason)
-    loaded = sys.modules.get("pkcs11")
-    if loaded is not None and MODULE in getattr(loaded, "_loaded", {}):
-        pytest.fail(f"{MODULE} was loaded in this process before SOFTHSM2_CONF was set for the HSM tests: "
-                    "they would use another token directory")
-    root = tmp_path_factory.mktemp("softhsm")
-    token_dir = root / "tokens"
-    token_dir.mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {token_dir}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    secret_pin = f"Pin-{secrets.token_hex(12)}"
-    init_token(conf, TOKEN, PIN)
-    init_token(conf, SECRET_TOKEN, secret_pin)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SOFTHSM2_CONF", str(conf))  # for this process and every subprocess it starts
-        yield SoftHsm(conf=conf, token_dir=token_dir, secret_pin=secret_pin)
-        pkcs11_backend.close_sessions()
+def softhsm() -> Iterator[SoftHsm]:
+    """The SoftHSM of this test run, made before any test (tests/support/softhsm.py)."""
+    from tests.support import softhsm as run_softhsm
+
+    if run_softhsm.SETUP is None:
+        missing(run_softhsm.UNAVAILABLE or "SoftHSM2 was not prepared")
+    yield run_softhsm.SETUP
+    pkcs11_backend.close_sessions()
 
 
 @pytest.fixture(autouse=True)
