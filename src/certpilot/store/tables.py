@@ -139,7 +139,10 @@ class CertificateStatusRow(Base):
     """The status: what the controller observed and plans; written only by the controller."""
 
     __tablename__ = "certificate_status"
-    __table_args__ = (Index("ix_certificate_status_next_action_at", "next_action_at"),)
+    __table_args__ = (
+        Index("ix_certificate_status_next_action_at", "next_action_at"),
+        Index("ix_certificate_status_lease_expires_at", "lease_expires_at"),  # the loop's "next lease to expire"
+    )
     certificate_id: Mapped[int] = mapped_column(ForeignKey("certificates.id", ondelete="CASCADE"), primary_key=True)
     phase: Mapped[str] = mapped_column(String(16))
     current_revision_id: Mapped[int | None] = mapped_column(

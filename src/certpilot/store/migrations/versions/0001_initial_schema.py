@@ -234,6 +234,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('certificate_id', name=op.f('pk_certificate_status'))
     )
     with op.batch_alter_table('certificate_status', schema=None) as batch_op:
+        batch_op.create_index('ix_certificate_status_lease_expires_at', ['lease_expires_at'], unique=False)
         batch_op.create_index('ix_certificate_status_next_action_at', ['next_action_at'], unique=False)
 
 
@@ -241,6 +242,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('certificate_status', schema=None) as batch_op:
         batch_op.drop_index('ix_certificate_status_next_action_at')
+        batch_op.drop_index('ix_certificate_status_lease_expires_at')
 
     op.drop_table('certificate_status')
     with op.batch_alter_table('revisions', schema=None) as batch_op:
