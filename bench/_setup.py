@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from certpilot.config import Settings
-from certpilot.domain.model import KeySpec, Outcome, ProfileParam, make_subject
+from certpilot.domain.model import KeySpec, Outcome, make_subject
 from certpilot.keys.sealing import create_master_key_file
 from certpilot.pki.local_ca import LocalCA, create_local_ca
 from certpilot.services.app import App
@@ -26,7 +26,7 @@ from certpilot.services.certificates import request_certificate
 from certpilot.services.issuance import attempt
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
-from certpilot.services.setup import bundled_local_ca_source
+from certpilot.services.setup import bundled_local_ca_source, local_ca_params
 from certpilot.store.database import create_db_engine, upgrade
 
 ACTOR = "bench"
@@ -81,18 +81,7 @@ def _start_app(url: str, data_dir: Path, ca: LocalCA) -> App:
     app = App(Settings(data_dir=data_dir, database_url=url, workers=WORKERS))
     try:
         add_script(app, SCRIPT, bundled_local_ca_source(), actor=ACTOR)
-        create_profile(
-            app,
-            PROFILE,
-            script=SCRIPT,
-            params=[
-                ProfileParam("ca_cert_path", str(ca.cert_path.resolve())),
-                ProfileParam("ca_key_path", str(ca.key_path.resolve())),
-                ProfileParam("ca_key_password", ca.password, sensitive=True),
-                ProfileParam("validity_days", "90"),
-            ],
-            actor=ACTOR,
-        )
+        create_profile(app, PROFILE, script=SCRIPT, params=local_ca_params(ca), actor=ACTOR)
     except BaseException:
         app.close()
         raise

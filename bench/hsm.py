@@ -253,7 +253,6 @@ def fill_probe(backend: Any, ref: Any, fill: int, count: int) -> dict[str, Any]:
 
 
 def run_all(args: argparse.Namespace, backends: list[Any], ref: Any) -> dict[str, Any]:
-    import _setup
     from _setup import log
 
     samples: dict[str, Any] = {}

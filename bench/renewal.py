@@ -508,7 +508,7 @@ def format_report(result: dict[str, Any], args) -> str:
                          f"{sum(r['failed_attempts'] for r in runs):6d}")
         lines.append("  certs/s: (N-1) / (last - first new revision's issued_at); from start: N / (process start .. all done);")
         lines.append("  CPU: workers + their script workers and children + PostgreSQL backends, from the first renewal to the last")
-        lines.append(f"  issuing them first through the services took: "
+        lines.append("  issuing them first through the services took: "
                      + ", ".join(f"{k} {v:.1f} s" for k, v in tp["issue_s"].items()))
     scan = result.get("scan")
     if scan and any(r.get("sweeps") for r in scan.values()):

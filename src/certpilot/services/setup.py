@@ -9,7 +9,7 @@ from certpilot.config import Settings
 from certpilot.domain.errors import ConfigurationError
 from certpilot.domain.model import ProfileParam, Role
 from certpilot.keys.sealing import create_master_key_file
-from certpilot.pki.local_ca import create_local_ca
+from certpilot.pki.local_ca import LocalCA, create_local_ca
 from certpilot.services.app import App
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
@@ -50,19 +50,18 @@ def initialise(settings: Settings, *, demo: bool, actor: str) -> InitReport:
         app.close()
 
 
+def local_ca_params(ca: LocalCA, *, validity_days: int = 90) -> list[ProfileParam]:
+    """The parameters of the bundled local-CA script for `ca`, its key password sensitive."""
+    return [
+        ProfileParam("ca_cert_path", str(ca.cert_path.resolve())),
+        ProfileParam("ca_key_path", str(ca.key_path.resolve())),
+        ProfileParam("ca_key_password", ca.password, sensitive=True),
+        ProfileParam("validity_days", str(validity_days)),
+    ]
+
+
 def _create_demo(app: App, actor: str) -> str:
     ca = create_local_ca(app.settings.data_dir / "demo-ca", "certpilot demo CA", app.clock.now())
     add_script(app, DEMO_SCRIPT, bundled_local_ca_source(), actor=actor)
-    create_profile(
-        app,
-        DEMO_PROFILE,
-        script=DEMO_SCRIPT,
-        params=[
-            ProfileParam("ca_cert_path", str(ca.cert_path.resolve())),
-            ProfileParam("ca_key_path", str(ca.key_path.resolve())),
-            ProfileParam("ca_key_password", ca.password, sensitive=True),
-            ProfileParam("validity_days", "90"),
-        ],
-        actor=actor,
-    )
+    create_profile(app, DEMO_PROFILE, script=DEMO_SCRIPT, params=local_ca_params(ca), actor=actor)
     return DEMO_PROFILE
