@@ -7,13 +7,14 @@ an error for fields it may not set.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from certpilot.domain.model import DEFAULT_CONCURRENCY
+
 Name = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+GrantedPath = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 def _reject_nul(value: Any) -> None:
@@ -82,6 +83,12 @@ class ProfileUpdate(Lenient):
     renew_before_percent: float | None = Field(default=None, gt=0, lt=100)
     warning_days: list[int] | None = Field(default=None, max_length=16)
     default_key: str = "ec:p256"
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=256,
+                             description="most calls in flight to this profile's CA, per controller process")
+    allow_read: list[GrantedPath] = Field(default_factory=list, max_length=64,
+                                          description="absolute paths the script may read")
+    allow_write: list[GrantedPath] = Field(default_factory=list, max_length=64,
+                                           description="absolute paths the script may read and write")
 
 
 class ProfileIn(ProfileUpdate):
@@ -103,6 +110,9 @@ class ProfileOut(BaseModel):
     renew_before_percent: float | None
     warning_days: list[int]
     default_key: str
+    concurrency: int
+    allow_read: list[str]
+    allow_write: list[str]
     created_at: str
     updated_at: str
 

@@ -7,7 +7,7 @@ import typer
 from certpilot.cli.context import open_app, settings_flags
 from certpilot.cli.output import print_fields, print_json, print_table, say
 from certpilot.domain.errors import InvalidInput
-from certpilot.domain.model import DEFAULT_KEY_SPEC, KeySpec, ProfileParam
+from certpilot.domain.model import DEFAULT_CONCURRENCY, DEFAULT_KEY_SPEC, KeySpec, ProfileParam
 from certpilot.services import profiles as service
 from certpilot.services.app import local_actor
 from certpilot.services.views import profile_view
@@ -35,6 +35,9 @@ def create(
     renew_before_percent: Annotated[float | None, typer.Option("--renew-before-percent", help="Renew when P % of the lifetime is left.")] = None,
     warning_days: Annotated[str | None, typer.Option("--warning-days", help="Comma-separated expiry warning days (default 30,7,1).")] = None,
     key: Annotated[str, typer.Option("--key", help="Default key spec for certificates of this profile.")] = str(DEFAULT_KEY_SPEC),
+    allow_read: Annotated[list[str] | None, typer.Option("--allow-read", metavar="PATH", help="An absolute path the script may read (repeatable).")] = None,
+    allow_write: Annotated[list[str] | None, typer.Option("--allow-write", metavar="PATH", help="An absolute path the script may read and write (repeatable).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", help="Most calls in flight to this CA, per controller process.")] = DEFAULT_CONCURRENCY,
 ) -> None:
     """Create a profile."""
     params = [ProfileParam(*split_assignment(p, "--param")) for p in param or []]
@@ -52,7 +55,7 @@ def create(
         profile = service.create_profile(
             ctx, name, script=script, params=params, renew_before_days=renew_before_days,
             renew_before_percent=renew_before_percent, warning_days=days, default_key=default_key,
-            actor=local_actor(),
+            concurrency=concurrency, allow_read=allow_read or [], allow_write=allow_write or [], actor=local_actor(),
         )
     say(f"profile {profile.name} created (script {profile.script}, {len(profile.params)} parameter(s))")
 
@@ -90,7 +93,9 @@ def show(name: str, json_: JsonFlag = False) -> None:
         print_json(view)
         return
     print_fields([("name", view["name"]), ("script", view["script"]), ("renewal", _renewal_text(view)),
-                  ("warning days", ",".join(map(str, view["warning_days"]))), ("default key", view["default_key"])])
+                  ("warning days", ",".join(map(str, view["warning_days"]))), ("default key", view["default_key"]),
+                  ("concurrency", view["concurrency"]), ("allow read", ", ".join(view["allow_read"]) or None),
+                  ("allow write", ", ".join(view["allow_write"]) or None)])
     say("")
     print_table(
         ["PARAM", "VALUE", "SENSITIVE", "DYNAMIC"],

@@ -318,6 +318,19 @@ class RenewalSettings:
     warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
 
 
+DEFAULT_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """How the profile's script runs: calls in flight at once (per controller process),
+    and the absolute paths it may read or write besides its own temporary directory."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    allow_read: tuple[str, ...] = ()
+    allow_write: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -327,6 +340,7 @@ class Profile:
     default_key: KeySpec
     created_at: dt.datetime
     updated_at: dt.datetime
+    sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
 
     def dynamic_params(self) -> tuple[ProfileParam, ...]:
         return tuple(p for p in self.params if p.dynamic)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import posixpath
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
 
 from certpilot.domain.errors import InvalidInput
 from certpilot.domain.model import (
+    DEFAULT_CONCURRENCY,
     DEFAULT_KEY_SPEC,
     DEFAULT_WARNING_DAYS,
     PARAM_NAME_RE,
@@ -15,6 +19,7 @@ from certpilot.domain.model import (
     Profile,
     ProfileParam,
     RenewalSettings,
+    SandboxSettings,
     check_name,
 )
 from certpilot.services.app import App
@@ -23,6 +28,9 @@ from certpilot.store.events import record_event
 
 MAX_PARAMS = 64
 MAX_VALUE_CHARS = 16 * 1024
+MAX_CONCURRENCY = 256
+MAX_GRANTED_PATHS = 64
+MAX_PATH_CHARS = 4096
 
 
 def check_params(params: Sequence[ProfileParam]) -> tuple[ProfileParam, ...]:
@@ -71,6 +79,98 @@ def check_renewal(
     )
 
 
+def _normalised_path(path: object, field: str) -> str:
+    """`path` as an absolute, normalised POSIX path; InvalidInput when it is not one."""
+    if not isinstance(path, str):
+        raise InvalidInput(f"{field} takes paths (text), got {type(path).__name__}", field=field)
+    if "\x00" in path:
+        raise InvalidInput(f"{field} path {path!r} contains a NUL character", field=field)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} path {path!r} is not valid UTF-8 text", field=field) from None
+    if len(path) > MAX_PATH_CHARS:
+        raise InvalidInput(f"{field} paths are at most {MAX_PATH_CHARS} characters long", field=field)
+    if not path.startswith("/"):
+        raise InvalidInput(f"{field} path {path!r} is not absolute: give it from the root, like /srv/certs",
+                           field=field)
+    if ".." in path.split("/"):
+        raise InvalidInput(f"{field} path {path!r} has a '..' component: give the path without it", field=field)
+    return "/" + posixpath.normpath(path).lstrip("/")  # normpath keeps a leading "//"
+
+
+def _path_forms(path: str | Path) -> list[PurePosixPath]:
+    """The path as given (made absolute), then with its symlinks resolved as far as they exist."""
+    forms = [PurePosixPath(os.path.abspath(path))]
+    try:
+        resolved = PurePosixPath(os.path.realpath(path))
+    except (OSError, ValueError):
+        return forms  # not resolvable: the path as given is still checked
+    return forms if resolved == forms[0] else [*forms, resolved]
+
+
+def _reach(path: str, guarded: Sequence[tuple[str, PurePosixPath]]) -> str | None:
+    """How a grant of `path` would reach a guarded path, in words; None when it does not.
+    `guarded` is ordered most specific first."""
+    forms = _path_forms(path)
+    for what, guard in guarded:
+        if guard in forms:
+            return f"is certpilot's {what} ({guard})"
+        if any(form.is_relative_to(guard) for form in forms):
+            return f"lies inside certpilot's {what} ({guard})"
+    for what, guard in reversed(guarded):
+        if any(guard.is_relative_to(form) for form in forms):
+            return f"contains certpilot's {what} ({guard})"
+    return None
+
+
+def check_sandbox(
+    concurrency: int,
+    allow_read: Iterable[str],
+    allow_write: Iterable[str],
+    *,
+    protected: Sequence[tuple[str, Path]] = (),
+) -> SandboxSettings:
+    """The sandbox settings, with each path normalised and given once.
+
+    `protected` names what a grant may not be, lie inside or contain (certpilot's
+    data dir, master key file, database), as (what, path) pairs.
+    Raises InvalidInput (its `field` is `concurrency`, `allow_read` or `allow_write`).
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidInput(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}",
+                           field="concurrency")
+    guarded = [(what, form) for what, path in protected for form in _path_forms(path)]
+    grants: dict[str, tuple[str, ...]] = {}
+    for field, paths in (("allow_read", allow_read), ("allow_write", allow_write)):
+        if isinstance(paths, str):
+            raise InvalidInput(f"{field} takes a list of paths, not one text", field=field)
+        checked = list(dict.fromkeys(_normalised_path(p, field) for p in paths))
+        if len(checked) > MAX_GRANTED_PATHS:
+            raise InvalidInput(f"{field} takes at most {MAX_GRANTED_PATHS} paths", field=field)
+        for path in checked:
+            reach = _reach(path, guarded)
+            if reach is not None:
+                raise InvalidInput(
+                    f"{field} path {path!r} {reach}: a script may never reach certpilot's data dir, "
+                    "master key or database",
+                    field=field,
+                )
+        grants[field] = tuple(checked)
+    return SandboxSettings(concurrency=concurrency, allow_read=grants["allow_read"],
+                           allow_write=grants["allow_write"])
+
+
+def _protected_paths(app: App) -> list[tuple[str, Path]]:
+    """What no script may reach, from the settings; the most specific first, so that an
+    error names the master key rather than the data dir holding it."""
+    settings = app.settings
+    protected = [("master key file", settings.effective_master_key_file)]
+    if settings.sqlite_path is not None:
+        protected.append(("database", settings.sqlite_path))
+    return [*protected, ("data dir", settings.data_dir)]
+
+
 def create_profile(
     app: App,
     name: str,
@@ -81,20 +181,27 @@ def create_profile(
     renew_before_percent: float | None = None,
     warning_days: Sequence[int] | None = None,
     default_key: KeySpec = DEFAULT_KEY_SPEC,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allow_read: Sequence[str] = (),
+    allow_write: Sequence[str] = (),
     actor: str,
 ) -> Profile:
     check_name(name, "profile")
     checked = check_params(params)
     renewal = check_renewal(renew_before_days, renew_before_percent, warning_days)
+    sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
     now = app.clock.now()
     with app.db.transaction() as session:
         profile = repo.add_profile(
             session, app.sealer, name=name, script=script, params=checked,
-            renewal=renewal, default_key=default_key, now=now,
+            renewal=renewal, default_key=default_key, sandbox=sandbox, now=now,
         )
         record_event(session, at=now, actor=actor, kind=EventKind.PROFILE_CHANGED, object_type="profile",
                      object_name=name, details={"action": "created", "script": script,
-                                                "params": [p.name for p in checked]})
+                                                "params": [p.name for p in checked],
+                                                "concurrency": sandbox.concurrency,
+                                                "allow_read": list(sandbox.allow_read),
+                                                "allow_write": list(sandbox.allow_write)})
     return profile
 
 
@@ -108,18 +215,23 @@ def update_profile(
     renew_before_percent: float | None = None,
     warning_days: Sequence[int] | None = None,
     default_key: KeySpec = DEFAULT_KEY_SPEC,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allow_read: Sequence[str] = (),
+    allow_write: Sequence[str] = (),
     actor: str,
 ) -> Profile:
-    """Replace a profile's settings. A sensitive param whose value is `***` keeps its stored value."""
+    """Replace a profile's settings (the sandbox too: what is not given is back to its default).
+    A sensitive param whose value is `***` keeps its stored value."""
     keep = frozenset(p.name for p in params if p.sensitive and not p.dynamic and p.value == SENSITIVE_MASK)
     checked = check_params(params)
     renewal = check_renewal(renew_before_days, renew_before_percent, warning_days)
+    sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
     now = app.clock.now()
     with app.db.transaction() as session:
         before = repo.get_profile(session, name)
         profile = repo.replace_profile(
             session, app.sealer, name=name, script=script, params=checked, keep_sensitive=keep,
-            renewal=renewal, default_key=default_key, now=now,
+            renewal=renewal, default_key=default_key, sandbox=sandbox, now=now,
         )
         changed = _changed_fields(before, profile, set(p.name for p in checked if p.sensitive) - keep)
         if changed:
@@ -130,7 +242,7 @@ def update_profile(
 
 def _changed_fields(before: Profile, after: Profile, new_secrets: set[str]) -> list[str]:
     """Names of what changed (never values: some are secrets)."""
-    changed = [f for f in ("script", "renewal", "default_key") if getattr(before, f) != getattr(after, f)]
+    changed = [f for f in ("script", "renewal", "default_key", "sandbox") if getattr(before, f) != getattr(after, f)]
     if before.params != after.params or new_secrets:
         changed.append("params")
     return changed

@@ -54,6 +54,9 @@ def profile_view(profile: Profile) -> dict[str, Any]:
         "renew_before_percent": profile.renewal.renew_before_percent,
         "warning_days": list(profile.renewal.warning_days),
         "default_key": str(profile.default_key),
+        "concurrency": profile.sandbox.concurrency,
+        "allow_read": list(profile.sandbox.allow_read),
+        "allow_write": list(profile.sandbox.allow_write),
         "created_at": timestamp(profile.created_at),
         "updated_at": timestamp(profile.updated_at),
     }

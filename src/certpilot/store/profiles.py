@@ -9,7 +9,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
-from certpilot.domain.model import KeySpec, Profile, ProfileParam, RenewalSettings
+from certpilot.domain.model import KeySpec, Profile, ProfileParam, RenewalSettings, SandboxSettings
 from certpilot.keys.sealing import Sealer
 from certpilot.store.scripts import _row as _script_row
 from certpilot.store.tables import CertificateRow, ProfileParamRow, ProfileRow
@@ -39,6 +39,9 @@ def _to_profile(row: ProfileRow, sealer: Sealer | None) -> Profile:
         default_key=KeySpec.parse(row.default_key),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        sandbox=SandboxSettings(
+            concurrency=row.concurrency, allow_read=tuple(row.allow_read), allow_write=tuple(row.allow_write)
+        ),
     )
 
 
@@ -75,6 +78,7 @@ def add_profile(
     params: tuple[ProfileParam, ...],
     renewal: RenewalSettings,
     default_key: KeySpec,
+    sandbox: SandboxSettings,
     now: dt.datetime,
 ) -> Profile:
     if session.scalar(select(exists().where(ProfileRow.name == name))):
@@ -86,6 +90,9 @@ def add_profile(
         renew_before_percent=renewal.renew_before_percent,
         warning_days=list(renewal.warning_days),
         default_key=str(default_key),
+        concurrency=sandbox.concurrency,
+        allow_read=list(sandbox.allow_read),
+        allow_write=list(sandbox.allow_write),
         created_at=now,
         updated_at=now,
         params=_param_rows(params, sealer),
@@ -123,6 +130,7 @@ def replace_profile(
     keep_sensitive: frozenset[str],
     renewal: RenewalSettings,
     default_key: KeySpec,
+    sandbox: SandboxSettings,
     now: dt.datetime,
 ) -> Profile:
     """Replace the profile's settings; sensitive params named in `keep_sensitive`
@@ -148,8 +156,8 @@ def replace_profile(
                 f"({', '.join(sorted(new_dynamic))}) would leave them without a value"
             )
     current = _to_profile(row, sealer)
-    if (current.script, current.params, current.renewal, current.default_key) == (
-        script, tuple(resolved), renewal, default_key
+    if (current.script, current.params, current.renewal, current.default_key, current.sandbox) == (
+        script, tuple(resolved), renewal, default_key, sandbox
     ):
         return _to_profile(row, None)  # written back as read: nothing changes, not even updated_at
     row.script = _script_row(session, script)
@@ -157,6 +165,9 @@ def replace_profile(
     row.renew_before_percent = renewal.renew_before_percent
     row.warning_days = list(renewal.warning_days)
     row.default_key = str(default_key)
+    row.concurrency = sandbox.concurrency
+    row.allow_read = list(sandbox.allow_read)
+    row.allow_write = list(sandbox.allow_write)
     row.updated_at = now
     row.params.clear()
     session.flush()

@@ -81,6 +81,10 @@ class ProfileRow(Base):
     renew_before_percent: Mapped[float | None] = mapped_column(Float)
     warning_days: Mapped[list[int]] = mapped_column(JSON)
     default_key: Mapped[str] = mapped_column(String(16))
+    # the script sandbox (migration 0002): server defaults give rows made before it the defaults
+    concurrency: Mapped[int] = mapped_column(Integer, server_default="16")
+    allow_read: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
+    allow_write: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

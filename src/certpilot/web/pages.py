@@ -8,7 +8,15 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from certpilot.domain.errors import CertpilotError, InvalidInput
-from certpilot.domain.model import DEFAULT_WARNING_DAYS, EventKind, KeySpec, ProfileParam, Role, SENSITIVE_MASK
+from certpilot.domain.model import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_WARNING_DAYS,
+    SENSITIVE_MASK,
+    EventKind,
+    KeySpec,
+    ProfileParam,
+    Role,
+)
 from certpilot.services import dashboard as dashboard_service
 from certpilot.services import events as event_service
 from certpilot.services import hsm as hsm_service
@@ -194,7 +202,7 @@ def _blank_rows(count: int) -> list[dict]:
 def new_profile(request: Request, user: PageAdmin) -> HTMLResponse:
     form = {"name": "", "script": "", "params": _blank_rows(3), "renew_before_days": None,
             "renew_before_percent": None, "warning_days": ",".join(map(str, DEFAULT_WARNING_DAYS)),
-            "default_key": "ec:p256"}
+            "default_key": "ec:p256", "concurrency": str(DEFAULT_CONCURRENCY), "allow_read": "", "allow_write": ""}
     return _profile_form_page(request, user, creating=True, form=form)
 
 
@@ -207,7 +215,9 @@ def profile_page(request: Request, name: str, user: PageViewer) -> HTMLResponse:
         rows += _blank_rows(2)
     form = {"name": p.name, "script": p.script, "params": rows,
             "renew_before_days": p.renewal.renew_before_days, "renew_before_percent": p.renewal.renew_before_percent,
-            "warning_days": ",".join(map(str, p.renewal.warning_days)), "default_key": str(p.default_key)}
+            "warning_days": ",".join(map(str, p.renewal.warning_days)), "default_key": str(p.default_key),
+            "concurrency": str(p.sandbox.concurrency), "allow_read": "\n".join(p.sandbox.allow_read),
+            "allow_write": "\n".join(p.sandbox.allow_write)}
     return _profile_form_page(request, user, creating=False, form=form)
 
 
@@ -236,11 +246,13 @@ async def _read_profile_form(request: Request, name: str) -> tuple[dict, list[Pr
     form = {"name": name or str(data.get("name", "")), "script": str(data.get("script", "")), "params": rows,
             "renew_before_days": str(data.get("renew_before_days", "")),
             "renew_before_percent": str(data.get("renew_before_percent", "")),
-            "warning_days": str(data.get("warning_days", "")), "default_key": str(data.get("default_key", "ec:p256"))}
+            "warning_days": str(data.get("warning_days", "")), "default_key": str(data.get("default_key", "ec:p256")),
+            "concurrency": str(data.get("concurrency", "")), "allow_read": str(data.get("allow_read", "")),
+            "allow_write": str(data.get("allow_write", ""))}
     return form, params
 
 
-def _renewal_fields(form: dict) -> dict:
+def _settings_fields(form: dict) -> dict:
     def number(field: str, kind):  # type: ignore[no-untyped-def]
         text = str(form[field]).strip()
         if not text:
@@ -254,9 +266,16 @@ def _renewal_fields(form: dict) -> dict:
         warning = [int(d) for d in str(form["warning_days"]).replace(" ", "").split(",") if d]
     except ValueError:
         raise InvalidInput("warning days are whole numbers separated by commas", field="warning_days") from None
+    concurrency = number("concurrency", int)
+
+    def lines(field: str) -> list[str]:  # one path per line
+        return [line.strip() for line in str(form[field]).splitlines() if line.strip()]
+
     return {"renew_before_days": number("renew_before_days", int),
             "renew_before_percent": number("renew_before_percent", float),
-            "warning_days": warning, "default_key": KeySpec.parse(form["default_key"])}
+            "warning_days": warning, "default_key": KeySpec.parse(form["default_key"]),
+            "concurrency": DEFAULT_CONCURRENCY if concurrency is None else concurrency,
+            "allow_read": lines("allow_read"), "allow_write": lines("allow_write")}
 
 
 @router.post("/profiles", response_class=HTMLResponse)
@@ -267,7 +286,7 @@ async def create_profile(request: Request, user: PageAdmin, _: Csrf) -> Response
                                   errors={"params": "give a value for every sensitive parameter that is not dynamic"})
     try:
         profile_service.create_profile(request.app.state.certpilot, form["name"], script=form["script"],
-                                       params=params, actor=user.actor, **_renewal_fields(form))
+                                       params=params, actor=user.actor, **_settings_fields(form))
     except CertpilotError as exc:
         return _profile_form_page(request, user, creating=True, form=form, status_code=422,
                                   errors={error_field(exc, "form"): str(exc)})
@@ -280,7 +299,7 @@ async def update_profile(request: Request, name: str, user: PageAdmin, _: Csrf) 
     form, params = await _read_profile_form(request, name)
     try:
         profile_service.update_profile(request.app.state.certpilot, name, script=form["script"], params=params,
-                                       actor=user.actor, **_renewal_fields(form))
+                                       actor=user.actor, **_settings_fields(form))
     except CertpilotError as exc:
         return _profile_form_page(request, user, creating=False, form=form, status_code=422,
                                   errors={error_field(exc, "form"): str(exc)})

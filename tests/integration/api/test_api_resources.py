@@ -133,7 +133,8 @@ def test_profile_crud_and_written_back_secret_is_kept(client: TestClient, admin:
     assert params["ca_key_password"] == {"name": "ca_key_password", "value": "***", "sensitive": True,
                                          "dynamic": False}
     assert params["api_password"]["value"] == "***"
-    assert params["ca_cert_path"]["value"] == str(test_ca.cert_path)
+    assert params["ca_cert"]["value"] == test_ca.cert_path.read_text()
+    assert params["ca_key"]["value"] == "***"
     assert [p["name"] for p in client.get("/api/v1/profiles", headers=admin).json()] == ["corp"]
 
     before = events(client, admin, object_type="profile", object="corp")
@@ -165,6 +166,49 @@ def test_profile_crud_and_written_back_secret_is_kept(client: TestClient, admin:
 
     # last, so that the rest is checked whatever this says: a write of what was read is no update
     assert written_back["updated_at"] == read["updated_at"], "writing back what was read bumped updated_at"
+
+
+def test_profile_sandbox_settings_round_trip(client: TestClient, admin: dict[str, str], test_ca: LocalCA,
+                                             api_app: App, clock: MovableClock) -> None:
+    created = add_local_ca(client, admin, test_ca, concurrency=3, allow_read=["/etc/ssl/private/", "/srv//ca"],
+                           allow_write=["/srv/deploy"])
+    assert (created["concurrency"], created["allow_read"], created["allow_write"]) == (
+        3, ["/etc/ssl/private", "/srv/ca"], ["/srv/deploy"])
+    read = client.get("/api/v1/profiles/corp", headers=admin).json()
+    assert read == created
+    assert [p["allow_read"] for p in client.get("/api/v1/profiles", headers=admin).json()] == [read["allow_read"]]
+
+    before = events(client, admin, object_type="profile", object="corp")
+    clock.advance(dt.timedelta(seconds=5))
+    r = client.put("/api/v1/profiles/corp", headers=admin, json=read)  # written back as read
+    assert (r.status_code, r.json()) == (200, read), r.text
+    assert events(client, admin, object_type="profile", object="corp") == before, "nothing changed"
+
+    r = client.put("/api/v1/profiles/corp", headers=admin, json={**read, "concurrency": 1, "allow_write": []})
+    assert r.status_code == 200, r.text
+    assert (r.json()["concurrency"], r.json()["allow_write"]) == (1, [])
+    (changed,) = [e for e in events(client, admin, object_type="profile", object="corp") if e not in before]
+    assert changed["details"]["changed"] == ["sandbox"]
+
+    # left out: the defaults; every profile object has the three fields
+    other = add_profile(client, admin, test_ca, script="local-ca", profile="other")
+    assert (other["concurrency"], other["allow_read"], other["allow_write"]) == (16, [], [])
+
+    data_dir = str(api_app.settings.data_dir.resolve())
+    bad = {
+        "relative": ({"allow_read": ["srv/ca"]}, "allow_read", "absolute"),
+        "dot-dot": ({"allow_write": ["/srv/../etc"]}, "allow_write", ".."),
+        "data-dir": ({"allow_read": [data_dir]}, "allow_read", f"certpilot's data dir ({data_dir})"),
+        "inside-data-dir": ({"allow_write": [data_dir + "/x"]}, "allow_write", "certpilot's data dir"),
+        "concurrency-0": ({"concurrency": 0}, "concurrency", "concurrency"),
+    }
+    for what, (fields, field, says) in bad.items():
+        body = {**read, **fields}
+        refused = assert_problem(client.put("/api/v1/profiles/corp", headers=admin, json=body), 422, says)
+        assert field in refused.get("field", refused["detail"]), (what, refused)
+        assert_problem(client.post("/api/v1/profiles", headers=admin, json={**body, "name": "bad"}), 422, says)
+    assert client.get("/api/v1/profiles/corp", headers=admin).json()["concurrency"] == 1
+    assert_problem(client.get("/api/v1/profiles/bad", headers=admin), 404, "bad")
 
 
 # --- certificates --------------------------------------------------------------------

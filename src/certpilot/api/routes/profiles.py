@@ -26,7 +26,8 @@ def create_profile(body: ProfileIn, app: CertpilotApp, who: Admin) -> dict:
     return profile_view(service.create_profile(
         app, body.name, script=body.script, params=_params(body), renew_before_days=body.renew_before_days,
         renew_before_percent=body.renew_before_percent, warning_days=body.warning_days,
-        default_key=KeySpec.parse(body.default_key), actor=who.actor,
+        default_key=KeySpec.parse(body.default_key), concurrency=body.concurrency, allow_read=body.allow_read,
+        allow_write=body.allow_write, actor=who.actor,
     ))
 
 
@@ -40,7 +41,8 @@ def update_profile(name: str, body: ProfileUpdate, app: CertpilotApp, who: Admin
     return profile_view(service.update_profile(
         app, name, script=body.script, params=_params(body), renew_before_days=body.renew_before_days,
         renew_before_percent=body.renew_before_percent, warning_days=body.warning_days,
-        default_key=KeySpec.parse(body.default_key), actor=who.actor,
+        default_key=KeySpec.parse(body.default_key), concurrency=body.concurrency, allow_read=body.allow_read,
+        allow_write=body.allow_write, actor=who.actor,
     ))
 
 
