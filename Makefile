@@ -1,6 +1,8 @@
 # certpilot: `make run` starts a demo on SQLite, `make test` runs the whole suite.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Debian's own Python when it is new enough: issuer scripts run as an unprivileged user,
+# who must be able to read the interpreter's files (a Python under /root is out of reach).
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ./certpilot-data

@@ -4,9 +4,11 @@ It is written in the seed's form, so it is also a template for your own
 scripts: one function, `certificate_request(csr, common_name, args_dict)`, that
 returns the signed leaf followed by its chain, as PEM text, or raises.
 
-Profile parameters (args_dict):
-    ca_cert_path     path of the CA certificate (PEM)
-    ca_key_path      path of the CA private key (PEM, PKCS#8, may be encrypted)
+Profile parameters (args_dict), the CA given either inline or as files:
+    ca_cert          the CA certificate (PEM text)
+    ca_key           the CA private key (PEM text, PKCS#8, may be encrypted; mark it sensitive)
+    ca_cert_path     or: path of the CA certificate (grant it with `profile create --allow-read`)
+    ca_key_path      or: path of the CA private key
     ca_key_password  password of the CA key (mark it sensitive); empty if none
     validity_days    lifetime of the issued certificate in days (default 90)
     validity_seconds optional: lifetime in seconds, overrides validity_days
@@ -21,21 +23,38 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 
+# The script runs in a warm process that serves many calls of its profile: the CA is
+# loaded (and its key decrypted) once, not on every call.
+_LOADED = {}
+
+
+def _read(args_dict, name):
+    if args_dict.get(name):
+        return args_dict[name].encode()
+    with open(args_dict[name + "_path"], "rb") as f:
+        return f.read()
+
+
 def _load_ca(args_dict):
     try:
-        with open(args_dict["ca_cert_path"], "rb") as f:
-            ca_cert = x509.load_pem_x509_certificate(f.read())
-        with open(args_dict["ca_key_path"], "rb") as f:
-            password = args_dict.get("ca_key_password") or None
-            ca_key = serialization.load_pem_private_key(
-                f.read(), password=password.encode() if password else None
-            )
+        cert_pem, key_pem = _read(args_dict, "ca_cert"), _read(args_dict, "ca_key")
+        password = args_dict.get("ca_key_password") or None
+        cache_key = (cert_pem, key_pem, password)
+        if cache_key in _LOADED:
+            return _LOADED[cache_key]
+        ca_cert = x509.load_pem_x509_certificate(cert_pem)
+        ca_key = serialization.load_pem_private_key(key_pem, password=password.encode() if password else None)
     except KeyError as exc:
-        raise ValueError(f"profile parameter {exc.args[0]!r} is missing") from None
+        inline = exc.args[0].removesuffix("_path")
+        raise ValueError(f"profile parameter {inline!r} (or {inline + '_path'!r}) is missing") from None
     except FileNotFoundError as exc:
         raise ValueError(f"CA file not found: {exc.filename}") from None
+    except PermissionError as exc:
+        raise ValueError(f"cannot read the CA file {exc.filename}: grant it with --allow-read") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot load the CA key: {exc}") from None
+    _LOADED.clear()  # one CA per profile: keep only the latest
+    _LOADED[cache_key] = (ca_cert, ca_key)
     return ca_cert, ca_key
 
 

@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     lease_margin_s: float = Field(default=60.0, gt=0)  # a lease lasts the script's timeout plus this
     hsm_key_grace_days: float | None = Field(default=None, ge=0)  # unset: keep while the revision is in history
     script_memory_limit_mb: int = Field(default=2048, ge=0)
+    max_in_flight: int = Field(default=64, ge=1)  # script calls in flight per process
+    script_user: str | None = None  # when root: the user scripts run as (default certpilot-script)
+    script_recycle_calls: int = Field(default=1000, ge=1)  # a warm script host serves this many calls
+
+    @field_validator("script_user")
+    @classmethod
+    def _empty_user_is_default(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("database_url")
     @classmethod
@@ -33,3 +41,8 @@ class Settings(BaseSettings):
     @property
     def effective_master_key_file(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        url = self.effective_database_url
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None

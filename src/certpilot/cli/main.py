@@ -41,6 +41,7 @@ def init(demo: Annotated[bool, typer.Option("--demo", help="Add a local demo CA 
     from certpilot.services.setup import initialise
 
     settings = load_settings()
+    prepare_script_user()
     report = initialise(settings, demo=demo, actor=local_actor())
     say(f"certpilot initialised in {settings.data_dir.resolve()}")
     say(f"master key: {settings.effective_master_key_file.resolve()} (keep a backup; without it no secret can be read)")
@@ -79,7 +80,9 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         raise InvalidInput("give both --tls-cert and --tls-key, or neither")
     scheme = "https" if tls_cert else "http"
+    prepare_script_user()
     with open_app() as ctx:
+        report_sandbox(ctx)
         api = create_app(ctx, Reconciler(ctx), https_only=tls_cert is not None)
         say(f"certpilot serving on {scheme}://{host}:{port}")
         uvicorn.run(api, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
@@ -95,7 +98,9 @@ def worker() -> None:
     from certpilot.reconciler.loop import Reconciler
 
     configure_logging()
+    prepare_script_user()
     with open_app() as ctx:
+        report_sandbox(ctx)
         reconciler = Reconciler(ctx)
 
         def on_signal(*_: object) -> None:
@@ -105,6 +110,25 @@ def worker() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
         reconciler.run_forever()
+
+
+def prepare_script_user() -> None:
+    """Create the default unprivileged script user when root and it is missing."""
+    from certpilot.issuers.sandbox import ensure_default_script_user
+
+    note = ensure_default_script_user()
+    if note:
+        error(f"warning: {note}")
+
+
+def report_sandbox(ctx: App) -> None:
+    """Say how scripts are confined here, and every layer this machine cannot apply."""
+    import logging
+
+    log = logging.getLogger("certpilot.sandbox")
+    log.info("%s", ctx.runner.describe())
+    for sentence in ctx.runner.limitations():
+        log.warning("script sandbox weaker here: %s", sentence)
 
 
 def configure_logging() -> None:

@@ -1,10 +1,13 @@
 """The reconcile loop behind `certpilot serve` and `certpilot worker`.
 
-Each pass leases the certificates whose `next_action_at` has come (rows other
-workers hold are skipped), then reconciles each one on a thread of its own:
-decide with the pure policy, act (issue, renew, warn, mark expired), record,
-release. Between passes the loop sleeps until the earliest `next_action_at`,
-at most `reconcile_interval_s`, and wakes early when `wake()` is called.
+The loop keeps up to `max_in_flight` certificates in hand, each reconciled on a
+thread of its own: decide with the pure policy, act (issue, renew, warn, mark
+expired), record, release. Whenever there is room it leases more of those whose
+`next_action_at` has come (rows other workers hold are skipped), never more of
+one profile than that profile's free concurrency, so that a slow CA fills only
+its own slots and the others keep flowing. With nothing to take it sleeps until
+the earliest `next_action_at`, at most `reconcile_interval_s`, and wakes early
+when `wake()` is called or a certificate in hand is done.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import EventKind
 from certpilot.policy import Action, days_left
@@ -30,6 +35,7 @@ log = logging.getLogger("certpilot.reconciler")
 CLAIM_LEASE_S = 300
 ERROR_RETRY_S = 60
 MAX_STEPS = 8  # bookkeeping actions (warn, mark expired) chain before the real one
+HOUSEKEEPING_EVERY_S = 1.0  # heartbeat and HSM key retirement, at most this often
 
 
 class Reconciler:
@@ -37,11 +43,15 @@ class Reconciler:
         self.app = app
         self.owner = f"{app.worker_id}:loop-{uuid.uuid4().hex[:6]}"  # not shared with requests in this process
         self.actor = f"controller:{self.owner}"
-        self.batch_size = batch_size or max(2, app.settings.workers * 2)
+        self.capacity = app.settings.max_in_flight
+        self.batch_size = batch_size or self.capacity
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._threads = ThreadPoolExecutor(max_workers=app.settings.workers, thread_name_prefix="reconcile")
+        self._threads = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="reconcile")
+        self._in_hand: Counter[str] = Counter()  # profile -> certificates in hand
+        self._in_hand_lock = threading.Lock()
         self.last_pass_at: dt.datetime | None = None
+        self._housekept_at = 0.0
         self._started_at = app.clock.now()
         self.passes = 0
 
@@ -61,7 +71,7 @@ class Reconciler:
         return self._stop.is_set()
 
     def run_forever(self) -> None:
-        log.info("renewal loop started as %s", self.owner)
+        log.info("renewal loop started as %s (up to %d certificates in hand)", self.owner, self.capacity)
         self.app.add_wake_listener(self.wake)
         listener = None
         if WakeListener.is_supported(self.app.db.url):
@@ -70,11 +80,12 @@ class Reconciler:
         try:
             while not self._stop.is_set():
                 try:
-                    handled = self.run_once()
+                    free, taken = self._take_more()
                 except Exception:  # the loop must never silently stop: log, wait, go on
                     log.exception("reconcile pass failed")
-                    handled = 0
-                if handled >= self.batch_size and not self._stop.is_set():
+                    free, taken = 0, 0
+                self._housekeeping()
+                if free and taken >= free and not self._stop.is_set():
                     continue  # more may be due right now
                 self._sleep()
         finally:
@@ -84,11 +95,64 @@ class Reconciler:
             self._release_all()
             log.info("renewal loop stopped")
 
+    def in_hand(self) -> int:
+        with self._in_hand_lock:
+            return sum(self._in_hand.values())
+
+    def _take_more(self) -> tuple[int, int]:
+        """Lease what is due, as far as there is room, and start it. Returns (room, taken)."""
+        with self._in_hand_lock:
+            in_hand = Counter(self._in_hand)
+        free = min(self.batch_size, self.capacity - sum(in_hand.values()))
+        if free <= 0:
+            return 0, 0
+        claimed = self._claim(free, in_hand)
+        for item in claimed:
+            with self._in_hand_lock:
+                self._in_hand[item.profile] += 1
+            self._threads.submit(self._reconcile_leased, item.name).add_done_callback(
+                lambda _f, profile=item.profile: self._done(profile))
+        return free, len(claimed)
+
+    def _done(self, profile: str) -> None:
+        with self._in_hand_lock:
+            self._in_hand[profile] -= 1
+            if self._in_hand[profile] <= 0:
+                del self._in_hand[profile]
+        self._wake.set()  # room again: look for more
+
+    def _claim(self, limit: int, in_hand: Counter[str]) -> list[schedule.Claimed]:
+        now = self.app.clock.now()
+        with self.app.db.transaction() as session:
+            room = {name: concurrency - in_hand.get(name, 0)
+                    for name, concurrency in schedule.profile_concurrency(session).items()}
+            return schedule.claim_due(session, owner=self.owner, now=now,
+                                      lease_until=now + dt.timedelta(seconds=CLAIM_LEASE_S), limit=limit, room=room)
+
+    def _housekeeping(self, force: bool = False) -> None:
+        if not force and monotonic_s() - self._housekept_at < HOUSEKEEPING_EVERY_S:
+            return
+        self._housekept_at = monotonic_s()
+        try:
+            hsm.retire_old_keys(self.app)
+        except Exception:
+            log.exception("retiring old HSM keys failed")
+        self.last_pass_at = self.app.clock.now()
+        self.passes += 1
+        try:
+            with self.app.db.transaction() as session:
+                beat(session, self.owner, started_at=self._started_at, now=self.last_pass_at)
+        except Exception:
+            log.exception("could not record the loop's heartbeat")
+
     def _sleep(self) -> None:
         interval = self.app.settings.reconcile_interval_s
         now = self.app.clock.now()
-        with self.app.db.transaction() as session:
-            earliest = schedule.earliest_next_action(session, now)
+        if self.in_hand() >= self.capacity:
+            earliest = None  # nothing could be taken anyway: a finished certificate wakes us
+        else:
+            with self.app.db.transaction() as session:
+                earliest = schedule.earliest_next_action(session, now)
         timeout = interval if earliest is None else min(interval, max(0.0, (earliest - now).total_seconds()))
         self._wake.wait(timeout=max(timeout, 0.05))
         self._wake.clear()
@@ -103,24 +167,13 @@ class Reconciler:
     # --- one pass ------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One pass: lease what is due and reconcile it. Returns how many were leased."""
-        now = self.app.clock.now()
-        with self.app.db.transaction() as session:
-            names = schedule.claim_due(
-                session, owner=self.owner, now=now,
-                lease_until=now + dt.timedelta(seconds=CLAIM_LEASE_S), limit=self.batch_size,
-            )
-        futures = [self._threads.submit(self._reconcile_leased, name) for name in names]
+        """One pass that waits for what it took: lease what is due (as far as there is
+        room) and reconcile it. Returns how many were leased."""
+        claimed = self._claim(self.batch_size, Counter())
+        futures: list[Future[None]] = [self._threads.submit(self._reconcile_leased, c.name) for c in claimed]
         wait(futures)
-        try:
-            hsm.retire_old_keys(self.app)
-        except Exception:
-            log.exception("retiring old HSM keys failed")
-        self.last_pass_at = self.app.clock.now()
-        self.passes += 1
-        with self.app.db.transaction() as session:
-            beat(session, self.owner, started_at=self._started_at, now=self.last_pass_at)
-        return len(names)
+        self._housekeeping(force=True)
+        return len(claimed)
 
     def _reconcile_leased(self, name: str) -> None:
         try:

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from certpilot.clock import Clock, SystemClock
 from certpilot.config import Settings
 from certpilot.domain.errors import ConfigurationError
-from certpilot.issuers.runner import ScriptRunner
+from certpilot.issuers.runner import RunnerConfig, ScriptRunner
+from certpilot.issuers.sandbox import SandboxError
 from certpilot.keys.sealing import Sealer, load_master_key
 from certpilot.store.session import Database
 
@@ -65,10 +66,15 @@ class App:
     def runner(self) -> ScriptRunner:
         with self._lock:
             if self._runner is None:
-                self._runner = ScriptRunner(
-                    self.settings.workers,
-                    memory_limit_bytes=self.settings.script_memory_limit_mb * 1024 * 1024,
-                )
+                settings = self.settings
+                forbidden = [settings.data_dir, settings.effective_master_key_file, settings.sqlite_path]
+                self._runner = _build_runner(RunnerConfig(
+                    max_in_flight=settings.max_in_flight,
+                    memory_limit_bytes=settings.script_memory_limit_mb * 1024 * 1024,
+                    script_user=settings.script_user,
+                    forbidden_paths=tuple(str(p.resolve()) for p in forbidden if p is not None),
+                    recycle_after_calls=settings.script_recycle_calls,
+                ))
             return self._runner
 
     def close(self) -> None:
@@ -81,6 +87,13 @@ class App:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _build_runner(config: RunnerConfig) -> ScriptRunner:
+    try:
+        return ScriptRunner(config)
+    except SandboxError as exc:
+        raise ConfigurationError(f"the script sandbox cannot be set up: {exc}") from exc
 
 
 def local_actor() -> str:

@@ -71,19 +71,28 @@ def attempt(app: App, name: str, *, actor: str | None = None, owner: str | None 
     owner = owner or f"{app.worker_id}:{uuid.uuid4().hex[:8]}"
     actor = actor or f"controller:{owner}"
     now = app.clock.now()
-    with app.db.transaction() as session:
+    with app.db.transaction() as session:  # claim, load and start: one transaction
+        timeout_s = script_repo.timeout_of_certificate_script(session, name)
+        schedule.claim(session, name, owner=owner, now=now,
+                       lease_until=now + dt.timedelta(seconds=timeout_s + app.settings.lease_margin_s))
         cert = repo.get_certificate(session, name, now, app.sealer)
         profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
         script = script_repo.get_script(session, profile.script)
-        schedule.claim(session, name, owner=owner, now=now,
-                   lease_until=now + dt.timedelta(seconds=script.timeout_s + app.settings.lease_margin_s))
-        job = _Job(cert, profile, script, attempts.pending_key(session, name),
+        key = attempts.pending_key(session, name)
+        job = _Job(cert, profile, script, key,
                    attempts.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
+        attempt_id = attempts.start_attempt(
+            session, name, key_id=key.key_id if key else None,
+            kind="issue" if cert.status.revision is None else "renew", worker=owner, now=app.clock.now())
+    recorded = False
     try:
-        return _run(app, job, owner, actor)
+        report = _run(app, job, attempt_id, owner, actor)
+        recorded = True
+        return report
     finally:
-        with app.db.transaction() as session:
-            schedule.release(session, name, owner)
+        if not recorded:  # recording releases the lease in its own transaction
+            with app.db.transaction() as session:
+                schedule.release(session, name, owner)
 
 
 WAIT_POLL_S = 0.2
@@ -146,12 +155,8 @@ def _new_key(app: App, job: _Job) -> repo.StoredKey:
     )
 
 
-def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
+def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> AttemptReport:
     name, spec = job.certificate.name, job.certificate.spec
-    kind = "issue" if job.certificate.status.revision is None else "renew"
-    with app.db.transaction() as session:
-        attempt_id = attempts.start_attempt(session, name, key_id=job.key.key_id if job.key else None, kind=kind,
-                                        worker=owner, now=app.clock.now())
     key = job.key
     if key is None:
         try:
@@ -159,7 +164,7 @@ def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
         except KeyBackendError as exc:  # a key that cannot be made is a failed attempt like any other
             no_output = ScriptResult(None, str(exc), False, None, "", 0.0)
             return _record_failure(app, job, attempt_id, IssuerFailed(f"key generation failed: {exc}"),
-                                   no_output, _secrets(job), actor)
+                                   no_output, _secrets(job), actor, owner)
         with app.db.transaction() as session:  # the key is durable before any CA sees its CSR
             attempts.store_pending_key(session, name, key, attempt_id=attempt_id, now=app.clock.now())
 
@@ -172,6 +177,8 @@ def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
             "subject_alt_names": [str(s) for s in spec.subject_alt_names],
             "key_algorithm": str(spec.key), "previous_certificate": job.previous_pem,
         },
+        profile=job.profile.name, concurrency=job.profile.sandbox.concurrency,
+        allow_read=job.profile.sandbox.allow_read, allow_write=job.profile.sandbox.allow_write,
     )
     try:
         result = app.runner.call(call)
@@ -180,8 +187,8 @@ def _run(app: App, job: _Job, owner: str, actor: str) -> AttemptReport:
     try:
         issued = _checked(result, key, job, app.clock.now())
     except IssuerFailed as failure:
-        return _record_failure(app, job, attempt_id, failure, result, secrets, actor)
-    return _record_success(app, job, attempt_id, key, issued, result, actor)
+        return _record_failure(app, job, attempt_id, failure, result, secrets, actor, owner)
+    return _record_success(app, job, attempt_id, key, issued, result, actor, owner)
 
 
 def _checked(result: ScriptResult, key: repo.StoredKey, job: _Job, now: dt.datetime) -> IssuedCertificate:
@@ -201,7 +208,7 @@ def _checked(result: ScriptResult, key: repo.StoredKey, job: _Job, now: dt.datet
 
 def _record_success(
     app: App, job: _Job, attempt_id: int, key: repo.StoredKey, issued: IssuedCertificate,
-    result: ScriptResult, actor: str,
+    result: ScriptResult, actor: str, owner: str,
 ) -> AttemptReport:
     name = job.certificate.name
     now = app.clock.now()
@@ -218,12 +225,13 @@ def _record_success(
             details={"revision": number, "serial": issued.facts.serial,
                      "not_after": issued.facts.not_after.isoformat()},
         )
+        schedule.release(session, name, owner)
     return AttemptReport(name, Outcome.ISSUED, number, None, 0)
 
 
 def _record_failure(
     app: App, job: _Job, attempt_id: int, failure: IssuerFailed, result: ScriptResult,
-    secrets: tuple[str, ...], actor: str,
+    secrets: tuple[str, ...], actor: str, owner: str,
 ) -> AttemptReport:
     name = job.certificate.name
     now = app.clock.now()
@@ -245,6 +253,7 @@ def _record_failure(
             details={"outcome": outcome.value, "error": error, "failures": failures,
                      "next_attempt_at": retry_at.isoformat()},
         )
+        schedule.release(session, name, owner)
     return AttemptReport(name, outcome, job.certificate.status.revision, error, failures)
 
 

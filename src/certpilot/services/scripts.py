@@ -117,6 +117,8 @@ def trial_run(app: App, name: str, *, profile: str | None = None, common_name: s
         csr_pem=build_csr(key, subject, sans), common_name=common_name, args=args, secrets=secrets,
         context={"certificate_name": "(test run)", "profile_name": profile or "", "key_algorithm": "ec:p256",
                  "subject_alt_names": [str(s) for s in sans], "previous_certificate": None},
+        profile=f"{profile or ''} (test run)",  # a pool of its own: a draft never evicts the profile's hosts
+        allow_read=prof.sandbox.allow_read if prof else (), allow_write=prof.sandbox.allow_write if prof else (),
     ))
     if result.pem is None:
         outcome = "timeout" if result.timed_out else "failed"

@@ -51,10 +51,11 @@ def initialise(settings: Settings, *, demo: bool, actor: str) -> InitReport:
 
 
 def local_ca_params(ca: LocalCA, *, validity_days: int = 90) -> list[ProfileParam]:
-    """The parameters of the bundled local-CA script for `ca`, its key password sensitive."""
+    """The parameters of the bundled local-CA script for `ca`: the CA inline (scripts
+    cannot read certpilot's files), its key and the key's password sensitive."""
     return [
-        ProfileParam("ca_cert_path", str(ca.cert_path.resolve())),
-        ProfileParam("ca_key_path", str(ca.key_path.resolve())),
+        ProfileParam("ca_cert", ca.cert_path.read_text()),
+        ProfileParam("ca_key", ca.key_path.read_text(), sensitive=True),
         ProfileParam("ca_key_password", ca.password, sensitive=True),
         ProfileParam("validity_days", str(validity_days)),
     ]

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, inspect, select
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
@@ -61,12 +61,20 @@ class StoredKey:
 
 
 def _row(session: Session, name: str, *, for_update: bool = False) -> CertificateRow:
+    """The certificate's row with its graph (profile, status, served revision), loaded
+    once per session: the repositories' functions ask for it by name many times in one
+    transaction, and a certificate's name never changes."""
+    loaded: dict[str, CertificateRow] = session.info.setdefault("certificate_rows", {})
+    row = loaded.get(name)
+    if row is not None and not for_update and inspect(row).persistent:
+        return row
     query = select(CertificateRow).where(CertificateRow.name == name)
     if for_update:
         query = query.with_for_update(of=CertificateRow)
     row = session.scalar(query)
     if row is None:
         raise NotFound("certificate", name)
+    loaded[name] = row
     return row
 
 

@@ -8,6 +8,8 @@ policy through `reschedule`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -17,7 +19,7 @@ from certpilot.domain.model import Phase
 from certpilot.policy import Action, CertificateSnapshot, Decision, decide
 from certpilot.store.certificates import _id, _row
 from certpilot.store.profiles import _to_profile
-from certpilot.store.tables import CertificateRow, CertificateStatusRow
+from certpilot.store.tables import CertificateRow, CertificateStatusRow, ProfileRow
 
 
 def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_until: dt.datetime) -> None:
@@ -66,30 +68,64 @@ def release_all(session: Session, owner: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Claimed:
+    name: str
+    profile: str
+
+
+CANDIDATES_PER_SLOT = 4  # rows looked at per free slot, so that full profiles do not hide others
+
+
 def claim_due(
-    session: Session, *, owner: str, now: dt.datetime, lease_until: dt.datetime, limit: int
-) -> list[str]:
+    session: Session, *, owner: str, now: dt.datetime, lease_until: dt.datetime, limit: int,
+    room: Mapping[str, int] | None = None,
+) -> list[Claimed]:
     """Lease up to `limit` certificates whose next action is due and that no live
-    worker holds; other workers skip the rows this one locks (PostgreSQL)."""
+    worker holds, oldest due first; other workers skip the rows this one locks
+    (PostgreSQL). `room` caps how many of one profile are taken (profiles not in it
+    are not capped); a profile without room is not looked at."""
+    room = dict(room or {})
+    full = [name for name, free in room.items() if free <= 0]
+    st = CertificateStatusRow
     due = (
-        select(CertificateStatusRow.certificate_id)
-        .where(CertificateStatusRow.next_action_at <= now)
-        .where(or_(CertificateStatusRow.lease_owner.is_(None), CertificateStatusRow.lease_expires_at < now))
-        .order_by(CertificateStatusRow.next_action_at)
-        .limit(limit)
+        select(st.certificate_id, ProfileRow.name)
+        .join(CertificateRow, CertificateRow.id == st.certificate_id)
+        .join(ProfileRow, ProfileRow.id == CertificateRow.profile_id)
+        .where(st.next_action_at <= now)
+        .where(or_(st.lease_owner.is_(None), st.lease_expires_at < now))
+        .order_by(st.next_action_at)
+        .limit(limit * CANDIDATES_PER_SLOT if room else limit)
     )
+    if full:
+        due = due.where(ProfileRow.name.not_in(full))
     if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    ids = list(session.scalars(due))
-    if not ids:
+        due = due.with_for_update(skip_locked=True, of=st)
+    picked: dict[int, str] = {}
+    for cert_id, profile in session.execute(due):
+        if len(picked) >= limit:
+            break
+        if profile in room:
+            if room[profile] <= 0:
+                continue
+            room[profile] -= 1
+        picked[cert_id] = profile
+    if not picked:
         return []
     session.execute(
-        update(CertificateStatusRow)
-        .where(CertificateStatusRow.certificate_id.in_(ids))
+        update(st)
+        .where(st.certificate_id.in_(picked))
         .values(lease_owner=owner, lease_expires_at=lease_until)
         .execution_options(synchronize_session=False)
     )
-    return list(session.scalars(select(CertificateRow.name).where(CertificateRow.id.in_(ids))))
+    rows = session.execute(select(CertificateRow.id, CertificateRow.name).where(CertificateRow.id.in_(picked)))
+    names = {cert_id: name for cert_id, name in rows}
+    return [Claimed(names[cert_id], profile) for cert_id, profile in picked.items()]
+
+
+def profile_concurrency(session: Session) -> dict[str, int]:
+    """Each profile's most calls in flight per controller process."""
+    return {name: concurrency for name, concurrency in session.execute(select(ProfileRow.name, ProfileRow.concurrency))}
 
 
 def earliest_next_action(session: Session, now: dt.datetime) -> dt.datetime | None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import Script
-from certpilot.store.tables import ProfileRow, ScriptRow
+from certpilot.store.tables import CertificateRow, ProfileRow, ScriptRow
 
 
 def _to_script(row: ScriptRow) -> Script:
@@ -61,3 +61,16 @@ def remove_script(session: Session, name: str) -> None:
     if users:
         raise Conflict(f"script {name!r} is used by profile(s) {', '.join(sorted(users))}; remove those first")
     session.delete(row)
+
+
+def timeout_of_certificate_script(session: Session, certificate: str) -> int:
+    """The timeout of the script that issues `certificate` (for the length of its lease)."""
+    timeout_s = session.scalar(
+        select(ScriptRow.timeout_s)
+        .join(ProfileRow, ProfileRow.script_id == ScriptRow.id)
+        .join(CertificateRow, CertificateRow.profile_id == ProfileRow.id)
+        .where(CertificateRow.name == certificate)
+    )
+    if timeout_s is None:
+        raise NotFound("certificate", certificate)
+    return timeout_s

@@ -175,8 +175,8 @@ def make_test_ca(directory: Path) -> LocalCA:
 def corp_profile_args(ca: LocalCA, *, name: str = "corp", script: str = "local-ca") -> tuple[str, ...]:
     return (
         "profile", "create", name, "--script", script,
-        "--param", f"ca_cert_path={ca.cert_path}",
-        "--param", f"ca_key_path={ca.key_path}",
+        "--param", f"ca_cert={ca.cert_path.read_text()}",
+        "--sensitive-param", f"ca_key={ca.key_path.read_text()}",
         "--sensitive-param", f"ca_key_password={ca.password}",
         "--param", "validity_days=30",
         "--dynamic-param", "cost_center",

@@ -105,8 +105,9 @@ def test_seed_flow(cli: Cli, tmp_path: Path, database_url: str) -> None:
     assert profile["name"] == "corp" and profile["script"] == "local-ca"
     params = {p["name"]: p for p in profile["params"]}
     assert all(set(p) == PARAM_KEYS for p in profile["params"]), profile["params"]
-    assert set(params) == {"ca_cert_path", "ca_key_path", "ca_key_password", "validity_days", "cost_center"}
-    assert params["ca_cert_path"] == {"name": "ca_cert_path", "value": str(ca.cert_path), "sensitive": False, "dynamic": False}
+    assert set(params) == {"ca_cert", "ca_key", "ca_key_password", "validity_days", "cost_center"}
+    assert params["ca_cert"] == {"name": "ca_cert", "value": ca.cert_path.read_text(), "sensitive": False, "dynamic": False}
+    assert params["ca_key"] == {"name": "ca_key", "value": "***", "sensitive": True, "dynamic": False}
     assert params["ca_key_password"] == {"name": "ca_key_password", "value": "***", "sensitive": True, "dynamic": False}
     assert params["validity_days"]["value"] == "30"
     assert params["cost_center"]["dynamic"] is True and params["cost_center"]["sensitive"] is False
@@ -212,13 +213,15 @@ def test_seed_flow(cli: Cli, tmp_path: Path, database_url: str) -> None:
     assert [c["name"] for c in cli.json("cert", "list", "--expiring-within", "60", "--json")] == ["web1"]
     assert cli.json("cert", "list", "--expiring-within", "1", "--json") == []
 
-    # a failed renewal (the CA key is gone) exits non-zero with the script's own words,
+    # a failed renewal (the CA says its key is gone) exits non-zero with the script's own words,
     # and the previous revision stays served
-    hidden = ca.key_path.with_name("ca.key.hidden")
-    ca.key_path.rename(hidden)
+    broken = tmp_path / "broken_ca.py"
+    broken.write_text("def certificate_request(csr, common_name, args_dict):\n"
+                      "    raise ValueError('CA file not found: /srv/ca/ca.key')\n")
+    cli.ok("script", "add", "local-ca", "--file", broken, "--replace", "--timeout", "30")
     failed = cli.run("cert", "renew", "web1", "--wait")
     assert_clean_error(failed, "CA file not found")
-    hidden.rename(ca.key_path)
+    cli.ok("script", "add", "local-ca", "--file", issuer, "--replace", "--timeout", "30")
     view3 = cli.json("cert", "show", "web1", "--json")
     st3 = view3["status"]
     assert st3["revision"] == 2
@@ -297,8 +300,11 @@ def test_init_demo_with_settings_flags(tmp_path: Path, database_url: str) -> Non
 
     # a failed renewal is retried after the first backoff step (5 min ± 10 %), and the
     # served revision stays
-    demo_key = Path(demo_params["ca_key_path"]["value"])
-    demo_key.rename(demo_key.with_name("hidden.key"))
+    assert demo_params["ca_key"]["value"] == "***"  # the demo CA is inline: scripts cannot read the data dir
+    broken = tmp_path / "broken_ca.py"
+    broken.write_text("def certificate_request(csr, common_name, args_dict):\n"
+                      "    raise ValueError('CA file not found: /srv/ca/ca.key')\n")
+    on_root.ok("script", "add", "local-ca", "--file", broken, "--replace")
     before = dt.datetime.now(dt.timezone.utc)
     assert_clean_error(via_env.run("cert", "renew", "web1", "--wait"), "CA file not found")
     after = dt.datetime.now(dt.timezone.utc)

@@ -76,6 +76,7 @@ def test_seed_flow_in_the_browser(page, web_server: WebServer) -> None:  # type:
         if p.value:
             page.locator(f"#param_value_{i}").fill(p.value)
     expect(page.locator("#param-count")).to_have_value(str(len(params)))
+    page.get_by_label("Allowed read paths").fill(str(ca.cert_path.parent))
     page.get_by_label("Renew this many days before expiry").fill("10")
     page.get_by_role("button", name="Create profile").click()
     expect(page).to_have_url(re.compile(rf"/profiles/{PROFILE}$"))

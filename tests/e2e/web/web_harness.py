@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
+from tests.support.script_access import share_with_scripts
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_ISSUER = REPO_ROOT / "examples" / "issuers" / "local_ca.py"
@@ -89,7 +90,12 @@ def run_cli(env: dict[str, str], *args: str) -> str:
 
 
 def make_ca(directory: Path, name: str = "Web Test CA") -> LocalCA:
-    return create_local_ca(directory, name, dt.datetime.now(dt.timezone.utc))
+    """A test CA whose files a script may read once its profile grants `directory`
+    (scripts run sandboxed as another user: the key is made readable to it)."""
+    ca = create_local_ca(directory, name, dt.datetime.now(dt.timezone.utc))
+    share_with_scripts(directory)
+    ca.key_path.chmod(0o644)
+    return ca
 
 
 @dataclass
@@ -166,8 +172,8 @@ def seed(data_dir: Path, ca: LocalCA) -> None:
     with App(settings) as app:
         scripts.add_script(app, SEED_SCRIPT, EXAMPLE_ISSUER.read_text(), actor="test:seed")
         profiles.create_profile(app, SEED_PROFILE, script=SEED_SCRIPT, actor="test:seed", params=[
-            ProfileParam("ca_cert_path", str(ca.cert_path)),
-            ProfileParam("ca_key_path", str(ca.key_path)),
+            ProfileParam("ca_cert", ca.cert_path.read_text()),
+            ProfileParam("ca_key", ca.key_path.read_text(), sensitive=True),
             ProfileParam("ca_key_password", ca.password, sensitive=True),
             ProfileParam("validity_days", "90"),
             ProfileParam("cost_center", None, dynamic=True),
@@ -257,8 +263,10 @@ def add_script(page, name: str, source: str) -> None:  # type: ignore[no-untyped
     expect(flash_ok(page)).to_contain_text(f"Script {name} added.")
 
 
-def fill_profile_form(page, name: str, script: str, params: Iterable[Param]) -> None:  # type: ignore[no-untyped-def]
-    """On /profiles/new: name, script, and one row per param ("Add parameter" for more rows)."""
+def fill_profile_form(page, name: str, script: str, params: Iterable[Param],  # type: ignore[no-untyped-def]
+                      allow_read: Iterable[str] = ()) -> None:
+    """On /profiles/new: name, script, one row per param ("Add parameter" for more rows),
+    and the paths the script may read."""
     from playwright.sync_api import expect
 
     page.get_by_label("Name", exact=True).fill(name)
@@ -278,6 +286,8 @@ def fill_profile_form(page, name: str, script: str, params: Iterable[Param]) -> 
             page.locator(f"#param_dynamic_{i}").check()
         if p.value:
             page.locator(f"#param_value_{i}").fill(p.value)
+    if allow_read:
+        page.get_by_label("Allowed read paths").fill("\n".join(allow_read))
 
 
 def create_profile(page, name: str, script: str, params: Iterable[Param]) -> None:  # type: ignore[no-untyped-def]

@@ -113,8 +113,8 @@ def local_ca_params(ca: LocalCA, *, validity_days: int = 90,
                     extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """The profile params of the bundled local-CA script for `ca`, the key password sensitive."""
     return [
-        {"name": "ca_cert_path", "value": str(ca.cert_path)},
-        {"name": "ca_key_path", "value": str(ca.key_path)},
+        {"name": "ca_cert", "value": ca.cert_path.read_text()},
+        {"name": "ca_key", "value": ca.key_path.read_text(), "sensitive": True},
         {"name": "ca_key_password", "value": ca.password, "sensitive": True},
         {"name": "validity_days", "value": str(validity_days)},
         *[dict(p) for p in extra],

@@ -120,7 +120,10 @@ def test_every_operation_has_a_minimum_role(document: dict[str, Any]) -> None:
 def test_probes_answer_without_authentication(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
-    assert (r.status_code, r.json()) == (200, {"status": "ready"})
+    assert (r.status_code, r.json()["status"]) == (200, "ready")
+    sandbox = r.json()["script_sandbox"]
+    assert "issuer scripts run as" in sandbox["description"]
+    assert sandbox["limitations"] == []  # this machine (root, Landlock ABI >= 6) has every layer
 
 
 def test_every_operation_needs_a_token(client: TestClient, document: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from certpilot.issuers.runner import ScriptCall, ScriptResult, ScriptRunner
-from certpilot.issuers.worker import HEAD_BYTES, TAIL_BYTES
+from certpilot.issuers.runner import HEAD_BYTES, TAIL_BYTES
 
 CSR = "-----BEGIN CERTIFICATE REQUEST-----\nTUlJQ0NTUi1wbGFjZWhvbGRlcg==\n-----END CERTIFICATE REQUEST-----\n"
 CN = "web1.example.test"
@@ -53,22 +53,22 @@ def make_call(
 
 @pytest.fixture
 def runner() -> Iterator[ScriptRunner]:
-    with ScriptRunner(1) as pool:
+    with ScriptRunner() as pool:
         yield pool
 
 
 @pytest.fixture
 def warm_runner(runner: ScriptRunner) -> ScriptRunner:
-    """A runner whose one worker has served a call, so its pid is known before the fault."""
+    """A runner that has served a call, so its zygote's pid is known before the fault."""
     assert_serves_good_call(runner, None)
     return runner
 
 
-def assert_serves_good_call(runner: ScriptRunner, worker_pids: list[int] | None) -> None:
+def assert_serves_good_call(runner: ScriptRunner, zygote_pid: int | None) -> None:
     result = runner.call(make_call(GOOD))
     assert (result.error, result.pem) == (None, f"good:{CN}")
-    if worker_pids is not None:
-        assert runner.worker_pids() == worker_pids, "a script's fault cost the pool its worker process"
+    if zygote_pid is not None:
+        assert runner.zygote_pid() == zygote_pid, "a script's fault cost the pool its zygote"
 
 
 def longest_leak(secret: str, text: str) -> str:
@@ -138,7 +138,7 @@ def test_the_environment_holds_nothing_of_the_caller(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CERTPILOT_DATABASE_URL", "secret-db")
     monkeypatch.setenv("CERTPILOT_MASTER_KEY_FILE", "/srv/certpilot/master-key-location")
     caller_env = dict(os.environ)
-    with ScriptRunner(1) as runner:
+    with ScriptRunner() as runner:
         result = runner.call(make_call("""
             import json, os
             def certificate_request(csr, common_name, args_dict):
@@ -227,7 +227,7 @@ def test_context_is_passed_only_when_declared(runner: ScriptRunner, signature: s
 
 
 def test_a_hanging_script_is_killed_at_its_timeout(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     started = time.monotonic()
     result = warm_runner.call(make_call("""
         import time
@@ -247,7 +247,7 @@ GRANDCHILD_RE = re.compile(r"grandchild=(\d+)")
 
 
 def test_the_timeout_also_kills_what_the_script_started(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call("""
         import subprocess, time
         def certificate_request(csr, common_name, args_dict):
@@ -264,7 +264,7 @@ def test_the_timeout_also_kills_what_the_script_started(warm_runner: ScriptRunne
 
 
 def test_a_script_that_returns_leaving_a_child_behind_neither_waits_nor_leaks_it(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     started = time.monotonic()
     result = warm_runner.call(make_call("""
         import subprocess
@@ -284,7 +284,7 @@ def test_a_script_that_returns_leaving_a_child_behind_neither_waits_nor_leaks_it
 
 
 def test_a_raised_exception_message_is_the_error(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call("""
         def certificate_request(csr, common_name, args_dict):
             raise RuntimeError("CA refused the request: quota exceeded")
@@ -297,7 +297,7 @@ def test_a_raised_exception_message_is_the_error(warm_runner: ScriptRunner) -> N
 
 
 def test_sys_exit_with_stderr_gives_the_cas_words_and_the_status(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call("""
         import sys
         def certificate_request(csr, common_name, args_dict):
@@ -313,7 +313,7 @@ def test_sys_exit_with_stderr_gives_the_cas_words_and_the_status(warm_runner: Sc
 
 
 def test_os_exit_gives_a_clear_error(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call("""
         import os
         def certificate_request(csr, common_name, args_dict):
@@ -326,7 +326,7 @@ def test_os_exit_gives_a_clear_error(warm_runner: ScriptRunner) -> None:
 
 
 def test_a_crash_by_signal_names_the_signal(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call("""
         import os, signal
         def certificate_request(csr, common_name, args_dict):
@@ -339,7 +339,7 @@ def test_a_crash_by_signal_names_the_signal(warm_runner: ScriptRunner) -> None:
 
 
 def test_megabytes_of_output_are_bounded(warm_runner: ScriptRunner) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call("""
         import sys
         def certificate_request(csr, common_name, args_dict):
@@ -372,7 +372,7 @@ def test_megabytes_of_output_are_bounded(warm_runner: ScriptRunner) -> None:
     ],
 )
 def test_a_sensitive_value_is_masked_everywhere(warm_runner: ScriptRunner, ending: str) -> None:
-    pids = warm_runner.worker_pids()
+    pids = warm_runner.zygote_pid()
     result = warm_runner.call(make_call(f"""
         import sys
         def certificate_request(csr, common_name, args_dict, context):

@@ -97,8 +97,8 @@ def init_token(conf: Path, label: str, pin: str, so_pin: str = SO_PIN) -> None:
 
 def local_ca_params(ca: LocalCA) -> list[ProfileParam]:
     return [
-        ProfileParam("ca_cert_path", str(ca.cert_path.resolve())),
-        ProfileParam("ca_key_path", str(ca.key_path.resolve())),
+        ProfileParam("ca_cert", ca.cert_path.read_text()),
+        ProfileParam("ca_key", ca.key_path.read_text(), sensitive=True),
         ProfileParam("ca_key_password", ca.password, sensitive=True),
         ProfileParam("validity_days", "90"),
     ]

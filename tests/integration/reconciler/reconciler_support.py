@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from sqlalchemy import func, select
 
+from tests.support.script_access import grants_for
 from certpilot.config import Settings
 from certpilot.domain.model import Event, EventKind, KeySpec, ProfileParam, make_subject
 from certpilot.pki.local_ca import LocalCA
@@ -127,8 +128,8 @@ def stalling_local_ca_source(stall_s: float) -> str:
 
 def local_ca_params(ca: LocalCA, **extra: str) -> list[ProfileParam]:
     params = [
-        ProfileParam("ca_cert_path", str(ca.cert_path.resolve())),
-        ProfileParam("ca_key_path", str(ca.key_path.resolve())),
+        ProfileParam("ca_cert", ca.cert_path.read_text()),
+        ProfileParam("ca_key", ca.key_path.read_text(), sensitive=True),
         ProfileParam("ca_key_password", ca.password, sensitive=True),
     ]
     params += [ProfileParam(name, value) for name, value in extra.items()]
@@ -152,7 +153,7 @@ def add_local_ca_profile(
     create_profile(
         app, profile, script=script, params=local_ca_params(ca, **params),
         renew_before_days=renew_before_days, renew_before_percent=renew_before_percent,
-        warning_days=warning_days, actor=ACTOR,
+        warning_days=warning_days, allow_write=grants_for(params.values()), actor=ACTOR,
     )
 
 
@@ -340,7 +341,7 @@ class WorkerProcess:
 
     def remember_script_workers(self) -> None:
         # the script worker processes and the children they fork for calls
-        self.script_workers |= {p for p in descendants(self.pid) if "certpilot.issuers.worker" in _cmdline(p)}
+        self.script_workers |= {p for p in descendants(self.pid) if "certpilot.issuers.zygote" in _cmdline(p)}
 
     def request_stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -369,7 +370,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         for pid in self.script_workers:
-            if "certpilot.issuers.worker" not in _cmdline(pid):
+            if "certpilot.issuers.zygote" not in _cmdline(pid):
                 continue  # gone already (and the pid not reused by one of ours)
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -93,7 +93,8 @@ class Loop:
 
 @pytest.fixture
 def loop(migrated_settings: Settings, tmp_path: Path) -> Iterator[Loop]:
-    fake_now_file = tmp_path / "fake-now"
+    fake_now_file = tmp_path / "shared-with-scripts" / "fake-now"
+    fake_now_file.parent.mkdir()
     clock = FakeClock(whole_seconds(real_now()), fake_now_file)
     ca = create_local_ca(tmp_path / "ca", "certpilot reconciler test CA", clock.now() - DAY)
     with App(migrated_settings, clock=clock, random_fraction=lambda: 0.5) as app:

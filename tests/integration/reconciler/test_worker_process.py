@@ -108,7 +108,7 @@ LEASE_MARGIN_S = 1
 def test_worker_killed_mid_attempt_is_taken_over_when_its_lease_expires_and_sigterm_finishes_the_attempt(
     app: App, test_ca: LocalCA, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "stall-marker"
+    marker = tmp_path / "shared-with-scripts" / "stall-marker"
     add_local_ca_profile(app, test_ca, profile=PROFILE, script=SCRIPT, source=bundled_local_ca_source(),
                          timeout_s=STALL_TIMEOUT_S, validity_days="90", stall_marker=str(marker))
     cert = "web1"

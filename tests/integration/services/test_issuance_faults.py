@@ -57,10 +57,8 @@ def _now():
 
 
 def _ca(args_dict):
-    with open(args_dict["ca_cert_path"], "rb") as f:
-        ca_cert = x509.load_pem_x509_certificate(f.read())
-    with open(args_dict["ca_key_path"], "rb") as f:
-        ca_key = serialization.load_pem_private_key(f.read(), password=args_dict["ca_key_password"].encode())
+    ca_cert = x509.load_pem_x509_certificate(args_dict["ca_cert"].encode())
+    ca_key = serialization.load_pem_private_key(args_dict["ca_key"].encode(), password=args_dict["ca_key_password"].encode())
     return ca_cert, ca_key
 
 
@@ -252,8 +250,8 @@ def set_up_profile(app: App, ca: LocalCA, source: str, timeout_s: int = GOOD_TIM
     create_profile(
         app, PROFILE, script=SCRIPT, actor="t",
         params=[
-            ProfileParam("ca_cert_path", str(ca.cert_path)),
-            ProfileParam("ca_key_path", str(ca.key_path)),
+            ProfileParam("ca_cert", ca.cert_path.read_text()),
+            ProfileParam("ca_key", ca.key_path.read_text(), sensitive=True),
             ProfileParam("ca_key_password", ca.password, sensitive=True),
             ProfileParam("validity_days", "90"),  # no expiry warning falls due at once
         ],

@@ -113,8 +113,8 @@ def test_no_secret_is_stored_in_clear(app: App, test_ca: LocalCA, tmp_path: Path
     create_profile(
         app, "corp", script=SCRIPT, actor="t",
         params=[
-            ProfileParam("ca_cert_path", str(test_ca.cert_path)),
-            ProfileParam("ca_key_path", str(test_ca.key_path)),
+            ProfileParam("ca_cert", test_ca.cert_path.read_text()),
+            ProfileParam("ca_key", test_ca.key_path.read_text(), sensitive=True),
             ProfileParam("ca_key_password", test_ca.password, sensitive=True),
             ProfileParam("validity_days", "90"),
             ProfileParam("api_password", api_password, sensitive=True),

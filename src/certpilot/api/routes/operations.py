@@ -21,9 +21,10 @@ def readyz(app: CertpilotApp) -> JSONResponse:
     """The database is reachable and migrated (no authentication: a probe)."""
     try:
         app.db.check_ready()
+        sandbox = {"description": app.runner.describe(), "limitations": app.runner.limitations()}
     except ConfigurationError as exc:
         return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "script_sandbox": sandbox})
 
 
 @router.get("/metrics", response_class=Response,
