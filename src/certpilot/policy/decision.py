@@ -66,9 +66,9 @@ class CertificateSnapshot:
 
     `not_before`/`not_after` are the current revision's validity (both set exactly
     when `has_revision`). `failures` counts consecutive failed attempts and
-    `next_action_at` is the stored retry time; together they say whether the
+    `retry_at` is the stored retry time; together they say whether the
     certificate is backing off. `deferred_poll_at` is when a deferred request is
-    polled next (None: `next_action_at` is used; both None: poll now).
+    polled next (None: `retry_at` is used; both None: poll now).
     `warned_days` are the warning days already recorded for this revision.
     Raises ValueError for an inconsistent snapshot.
     """
@@ -79,7 +79,7 @@ class CertificateSnapshot:
     not_after: dt.datetime | None
     renewal: RenewalSettings
     failures: int = 0
-    next_action_at: dt.datetime | None = None
+    retry_at: dt.datetime | None = None
     renewal_requested: bool = False
     deferred_poll_at: dt.datetime | None = None
     warned_days: frozenset[int] = frozenset()
@@ -108,7 +108,7 @@ class CertificateSnapshot:
     @property
     def poll_at(self) -> dt.datetime | None:
         """When a deferred request is polled next; None means now."""
-        return self.deferred_poll_at if self.deferred_poll_at is not None else self.next_action_at
+        return self.deferred_poll_at if self.deferred_poll_at is not None else self.retry_at
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ def is_backing_off(snapshot: CertificateSnapshot, now: dt.datetime) -> bool:
     """True while a failed certificate waits for its stored retry time."""
     return (
         snapshot.failures > 0
-        and snapshot.next_action_at is not None
-        and now < snapshot.next_action_at
+        and snapshot.retry_at is not None
+        and now < snapshot.retry_at
     )
 
 
@@ -202,7 +202,7 @@ def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
         candidates.append(s.poll_at)
     elif is_backing_off(s, now):
         reason = Reason.BACKOFF_WAITING
-        candidates.append(s.next_action_at)
+        candidates.append(s.retry_at)
     else:
         reason = Reason.NOT_DUE
         candidates.append(s.renew_at)

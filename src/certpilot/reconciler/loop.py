@@ -17,13 +17,16 @@ import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+from sqlalchemy.orm import Session
 
 from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import EventKind
-from certpilot.policy import Action, days_left
-from certpilot.services import hsm, issuance
+from certpilot.policy import Action, Decision, days_left
+from certpilot.services import hsm, issuance, scheduling
 from certpilot.services.app import App
 from certpilot.store import schedule
 from certpilot.store.events import record_event
@@ -52,6 +55,10 @@ class Reconciler:
         self._in_hand_lock = threading.Lock()
         self.last_pass_at: dt.datetime | None = None
         self._housekept_at = 0.0
+        # one handler per bookkeeping Action; ISSUE, RENEW and POLL are attempts (`_attempt`)
+        self._bookkeeping_handlers: dict[Action, Callable[[Session, str, Decision, dt.datetime], None]] = {
+            Action.NOTHING: self._nothing, Action.WARN: self._warn, Action.MARK_EXPIRED: self._mark_expired,
+        }
         self._started_at = app.clock.now()
         self.passes = 0
 
@@ -197,38 +204,53 @@ class Reconciler:
                 pass
 
     def reconcile(self, name: str) -> None:
-        """Gather -> decide -> act -> record for one certificate, until nothing is due now."""
+        """Gather -> decide -> act -> record for one certificate, until nothing is due now.
+        Bookkeeping actions (warn, mark expired) are recorded with a fresh decision in the
+        same transaction; an issuance or renewal is one attempt and ends the call."""
         for _ in range(MAX_STEPS):
             now = self.app.clock.now()
             with self.app.db.transaction() as session:
-                decision = schedule.decide_for(session, name, now)
-                if decision.action is Action.NOTHING:
-                    schedule.reschedule_by_name(session, name, now)
-                    return
-                if decision.action is Action.WARN:
-                    not_after = schedule.served_not_after(session, name)
-                    assert not_after is not None
-                    for day in decision.warn_days:
-                        record_event(session, at=now, actor=self.actor, kind=EventKind.CERT_EXPIRING,
-                                     object_type="certificate", object_name=name,
-                                     details={"days_left": days_left(not_after, now), "warning_day": day,
-                                              "not_after": not_after.isoformat()})
-                    schedule.record_warnings(session, name, decision.warn_days, now)
-                    log.warning("%s expires in %d day(s)", name, days_left(not_after, now))
+                decision = scheduling.decide_now(session, name, now)
+                log.debug("%s: %s (%s)", name, decision.action.value, decision.reason.value)
+                handler = self._bookkeeping_handlers.get(decision.action)
+                if handler is not None:
+                    handler(session, name, decision, now)
+                    scheduling.reschedule(session, name, now)
+                    if decision.action is Action.NOTHING:
+                        return
                     continue
-                if decision.action is Action.MARK_EXPIRED:
-                    not_after = schedule.served_not_after(session, name)
-                    record_event(session, at=now, actor=self.actor, kind=EventKind.CERT_EXPIRED,
-                                 object_type="certificate", object_name=name,
-                                 details={"not_after": not_after.isoformat() if not_after else None})
-                    schedule.mark_expired(session, name, now)
-                    log.error("%s has expired", name)
-                    continue
-            # ISSUE, RENEW (and POLL, which deferred issuance will add): one attempt
-            report = issuance.attempt(self.app, name, actor=self.actor, owner=self.owner)
-            if issuance.is_success(report):
-                log.info("%s: revision %s issued", name, report.revision)
-            else:
-                log.warning("%s: attempt %s (%d failure(s) in a row): %s",
-                            name, report.outcome.value, report.failures, report.error)
+            self._attempt(name, decision)
             return
+
+
+    def _nothing(self, session: Session, name: str, decision: Decision, now: dt.datetime) -> None:
+        """Nothing due: `reschedule` saves when something falls due."""
+
+    def _warn(self, session: Session, name: str, decision: Decision, now: dt.datetime) -> None:
+        not_after = schedule.served_not_after(session, name)
+        assert not_after is not None
+        for day in decision.warn_days:
+            record_event(session, at=now, actor=self.actor, kind=EventKind.CERT_EXPIRING,
+                         object_type="certificate", object_name=name,
+                         details={"days_left": days_left(not_after, now), "warning_day": day,
+                                  "not_after": not_after.isoformat(), "reason": decision.reason.value})
+        schedule.record_warnings(session, name, decision.warn_days)
+        log.warning("%s expires in %d day(s)", name, days_left(not_after, now))
+
+    def _mark_expired(self, session: Session, name: str, decision: Decision, now: dt.datetime) -> None:
+        not_after = schedule.served_not_after(session, name)
+        record_event(session, at=now, actor=self.actor, kind=EventKind.CERT_EXPIRED,
+                     object_type="certificate", object_name=name,
+                     details={"not_after": not_after.isoformat() if not_after else None})
+        schedule.mark_expired(session, name)
+        log.error("%s has expired", name)
+
+    def _attempt(self, name: str, decision: Decision) -> None:
+        """ISSUE, RENEW (and POLL, which deferred issuance will add): one attempt."""
+        log.info("%s: %s (%s)", name, decision.action.value, decision.reason.value)
+        report = issuance.attempt(self.app, name, actor=self.actor, owner=self.owner)
+        if issuance.is_success(report):
+            log.info("%s: revision %s issued", name, report.revision)
+        else:
+            log.warning("%s: attempt %s (%d failure(s) in a row): %s",
+                        name, report.outcome.value, report.failures, report.error)

@@ -26,7 +26,7 @@ from certpilot.pki.certificate import public_key_sha256
 from certpilot.pki.checks import IssuedCertificate, check_issued
 from certpilot.pki.csr import build_csr, build_csr_with_signer
 from certpilot.policy import next_retry_at
-from certpilot.services import hsm
+from certpilot.services import hsm, scheduling
 from certpilot.services.app import App
 from certpilot.store import attempts, schedule
 from certpilot.store import certificates as repo
@@ -225,6 +225,7 @@ def _record_success(
             details={"revision": number, "serial": issued.facts.serial,
                      "not_after": issued.facts.not_after.isoformat()},
         )
+        scheduling.reschedule(session, name, now)
         schedule.release(session, name, owner)
     return AttemptReport(name, Outcome.ISSUED, number, None, 0)
 
@@ -253,6 +254,7 @@ def _record_failure(
             details={"outcome": outcome.value, "error": error, "failures": failures,
                      "next_attempt_at": retry_at.isoformat()},
         )
+        scheduling.reschedule(session, name, now)
         schedule.release(session, name, owner)
     return AttemptReport(name, outcome, job.certificate.status.revision, error, failures)
 

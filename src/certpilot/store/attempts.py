@@ -14,7 +14,6 @@ from certpilot.domain.errors import Conflict
 from certpilot.domain.model import Outcome, Phase
 from certpilot.pki.certificate import CertificateFacts
 from certpilot.store.certificates import StoredKey, _row, get_key
-from certpilot.store.schedule import reschedule
 from certpilot.store.tables import AttemptRow, HsmGroupRow, KeyRow, RevisionRow
 
 
@@ -111,7 +110,6 @@ def finish_attempt_issued(
     attempt.revision_number = revision.number
     session.flush()
     session.refresh(st)
-    reschedule(row, now)
     return revision.number
 
 
@@ -142,7 +140,6 @@ def finish_attempt_failed(
     assert attempt is not None
     _finish(attempt, outcome, now, error, output)
     session.flush()
-    reschedule(row, now)
     return st.failures
 
 

@@ -1,8 +1,8 @@
 """Leases and scheduling: who works on a certificate now, and when the loop looks next.
 
 A worker leases a certificate (`claim`, or `claim_due` for whatever is due) before
-it acts; an expired lease may be taken over. `next_action_at` comes from the pure
-policy through `reschedule`.
+it acts; an expired lease may be taken over. This module only saves and loads:
+`next_action_at` is decided by the caller, from the policy, over `snapshot`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict
 from certpilot.domain.model import Phase
-from certpilot.policy import Action, CertificateSnapshot, Decision, decide
+from certpilot.policy import CertificateSnapshot
 from certpilot.store.certificates import _id, _row
 from certpilot.store.profiles import _to_profile
 from certpilot.store.tables import CertificateRow, CertificateStatusRow, ProfileRow
@@ -144,9 +144,9 @@ def postpone(session: Session, name: str, until: dt.datetime) -> None:
     _row(session, name).status.next_action_at = until
 
 
-def snapshot(row: CertificateRow) -> CertificateSnapshot:
-    """The policy's view of one certificate. The snapshot's `next_action_at` is the
-    backoff time (`retry_at`), not the loop's wake-up time."""
+def snapshot(session: Session, name: str) -> CertificateSnapshot:
+    """What the policy needs to know about `name`, loaded."""
+    row = _row(session, name)
     st = row.status
     rev = st.current_revision
     return CertificateSnapshot(
@@ -156,41 +156,29 @@ def snapshot(row: CertificateRow) -> CertificateSnapshot:
         not_after=rev.not_after if rev else None,
         renewal=_to_profile(row.profile, None).renewal,
         failures=st.failures,
-        next_action_at=st.retry_at,
+        retry_at=st.retry_at,
         renewal_requested=st.renewal_requested,
         warned_days=frozenset(st.warned_days or ()),
         expired_event_recorded=st.expired_event_recorded,
     )
 
 
-def reschedule(row: CertificateRow, now: dt.datetime) -> Decision:
-    """Set `next_action_at` from the policy: now when something is due, else when it falls due."""
-    decision = decide(snapshot(row), now)
-    row.status.next_action_at = decision.at if decision.action is Action.NOTHING else now
-    return decision
+def set_next_action(session: Session, name: str, at: dt.datetime) -> None:
+    """When the loop looks at `name` next."""
+    _row(session, name).status.next_action_at = at
 
 
-def reschedule_by_name(session: Session, name: str, now: dt.datetime) -> Decision:
-    return reschedule(_row(session, name), now)
-
-
-def decide_for(session: Session, name: str, now: dt.datetime) -> Decision:
-    return decide(snapshot(_row(session, name)), now)
-
-
-def record_warnings(session: Session, name: str, days: tuple[int, ...], now: dt.datetime) -> None:
+def record_warnings(session: Session, name: str, days: tuple[int, ...]) -> None:
     row = _row(session, name)
     row.status.warned_days = sorted(set(row.status.warned_days or ()) | set(days), reverse=True)
     session.flush()
-    reschedule(row, now)
 
 
-def mark_expired(session: Session, name: str, now: dt.datetime) -> None:
+def mark_expired(session: Session, name: str) -> None:
     row = _row(session, name)
     row.status.phase = Phase.EXPIRED.value
     row.status.expired_event_recorded = True
     session.flush()
-    reschedule(row, now)
 
 
 def served_not_after(session: Session, name: str) -> dt.datetime | None:

@@ -37,19 +37,19 @@ CASES = [
     ("pending-issues", PENDING, day(0), Decision(Action.ISSUE, Reason.NO_REVISION)),
     (
         "failed-retry-due-issues",
-        snap(PENDING, phase=Phase.FAILED, failures=2, next_action_at=day(0)),
+        snap(PENDING, phase=Phase.FAILED, failures=2, retry_at=day(0)),
         day(0),
         Decision(Action.ISSUE, Reason.RETRY_AFTER_FAILURE),
     ),
     (
         "failed-backing-off-waits",
-        snap(PENDING, phase=Phase.FAILED, failures=2, next_action_at=day(1)),
+        snap(PENDING, phase=Phase.FAILED, failures=2, retry_at=day(1)),
         day(0),
         Decision(Action.NOTHING, Reason.BACKOFF_WAITING, at=day(1)),
     ),
     (
         "manual-request-skips-issue-backoff",
-        snap(PENDING, phase=Phase.FAILED, failures=3, next_action_at=day(1), renewal_requested=True),
+        snap(PENDING, phase=Phase.FAILED, failures=3, retry_at=day(1), renewal_requested=True),
         day(0),
         Decision(Action.ISSUE, Reason.RENEWAL_REQUESTED),
     ),
@@ -61,7 +61,7 @@ CASES = [
     ),
     (
         "manual-request-skips-renew-backoff",
-        snap(ISSUED, renewal_requested=True, failures=4, next_action_at=day(70)),
+        snap(ISSUED, renewal_requested=True, failures=4, retry_at=day(70)),
         day(65),
         Decision(Action.RENEW, Reason.RENEWAL_REQUESTED),
     ),
@@ -91,31 +91,31 @@ CASES = [
     ),
     (
         "renewal-retry-due",
-        snap(ISSUED, failures=1, next_action_at=day(61)),
+        snap(ISSUED, failures=1, retry_at=day(61)),
         day(61),
         Decision(Action.RENEW, Reason.RETRY_AFTER_FAILURE),
     ),
     (
         "renewal-backing-off-warns-crossed-day",
-        snap(ISSUED, failures=1, next_action_at=day(62)),
+        snap(ISSUED, failures=1, retry_at=day(62)),
         day(61),
         Decision(Action.WARN, Reason.WARNING_DAY_CROSSED, warn_days=(30,)),
     ),
     (
         "renewal-backing-off-after-warning-waits",
-        snap(ISSUED, failures=1, next_action_at=day(62), warned_days=frozenset({30})),
+        snap(ISSUED, failures=1, retry_at=day(62), warned_days=frozenset({30})),
         day(61),
         Decision(Action.NOTHING, Reason.BACKOFF_WAITING, at=day(62)),
     ),
     (
         "backoff-wait-shortened-by-next-warning",
-        snap(ISSUED, failures=5, next_action_at=day(85), warned_days=frozenset({30})),
+        snap(ISSUED, failures=5, retry_at=day(85), warned_days=frozenset({30})),
         day(80),
         Decision(Action.NOTHING, Reason.BACKOFF_WAITING, at=day(83)),
     ),
     (
         "several-warnings-at-once",
-        snap(ISSUED, failures=9, next_action_at=day(89) + dt.timedelta(hours=20)),
+        snap(ISSUED, failures=9, retry_at=day(89) + dt.timedelta(hours=20)),
         day(89) + dt.timedelta(hours=12),
         Decision(Action.WARN, Reason.WARNING_DAY_CROSSED, warn_days=(30, 7, 1)),
     ),
@@ -133,7 +133,7 @@ CASES = [
     ),
     (
         "expired-unrecorded-marked-first",
-        snap(ISSUED, renewal_requested=True, failures=3, next_action_at=day(95)),
+        snap(ISSUED, renewal_requested=True, failures=3, retry_at=day(95)),
         day(90),
         Decision(Action.MARK_EXPIRED, Reason.EXPIRED),
     ),
@@ -145,7 +145,7 @@ CASES = [
     ),
     (
         "expired-recorded-no-warnings",
-        snap(ISSUED, phase=Phase.EXPIRED, expired_event_recorded=True, failures=2, next_action_at=day(92)),
+        snap(ISSUED, phase=Phase.EXPIRED, expired_event_recorded=True, failures=2, retry_at=day(92)),
         day(91),
         Decision(Action.NOTHING, Reason.BACKOFF_WAITING, at=day(92)),
     ),
@@ -163,7 +163,7 @@ CASES = [
     ),
     (
         "deferred-falls-back-to-next-action-at",
-        snap(PENDING, phase=Phase.DEFERRED, next_action_at=day(2)),
+        snap(PENDING, phase=Phase.DEFERRED, retry_at=day(2)),
         day(1),
         Decision(Action.NOTHING, Reason.DEFERRED_WAITING, at=day(2)),
     ),
@@ -254,7 +254,7 @@ def test_reason_codes_are_stable():
 def test_walk_through_a_lifetime_reaches_each_step_once():
     """Follow the verdicts of a certificate whose renewals keep failing, applying each
     bookkeeping action, and check the events come in the expected order."""
-    s = snap(ISSUED, failures=1, next_action_at=day(60))
+    s = snap(ISSUED, failures=1, retry_at=day(60))
     now, seen = day(59), []
     while now < day(100) and len(seen) < 50:
         d = decide(s, now)
@@ -265,7 +265,7 @@ def test_walk_through_a_lifetime_reaches_each_step_once():
             s = snap(s, phase=Phase.EXPIRED, expired_event_recorded=True)
         elif d.action is Action.RENEW:
             # the attempt fails: wait until the next threshold the test cares about
-            s = snap(s, failures=s.failures + 1, next_action_at=now + dt.timedelta(days=100))
+            s = snap(s, failures=s.failures + 1, retry_at=now + dt.timedelta(days=100))
         else:
             assert d.at is not None
             now = d.at
