@@ -10,10 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from certpilot.domain.model import Principal, Role
 from certpilot.services.app import App
-from certpilot.services.users import authenticate_token
+from certpilot.services.users import SESSION_PRINCIPAL_KEY, authenticate_token
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `certpilot token create` or POST /api/v1/tokens")
-SESSION_PRINCIPAL_KEY = "certpilot.principal"
 
 
 def certpilot_app(request: Request) -> App:

@@ -72,7 +72,7 @@ def serve(
     """Serve the API, the web UI and the renewal loop."""
     import uvicorn
 
-    from certpilot.api.app import create_app
+    from certpilot.server import create_server
 
     from certpilot.reconciler.loop import Reconciler
 
@@ -83,7 +83,7 @@ def serve(
     prepare_script_user()
     with open_app() as ctx:
         report_sandbox(ctx)
-        api = create_app(ctx, Reconciler(ctx), https_only=tls_cert is not None)
+        api = create_server(ctx, Reconciler(ctx), https_only=tls_cert is not None)
         say(f"certpilot serving on {scheme}://{host}:{port}")
         uvicorn.run(api, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
 

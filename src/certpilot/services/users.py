@@ -17,6 +17,9 @@ from certpilot.services.app import App
 from certpilot.store import users as repo
 from certpilot.store.events import record_event
 
+# Where an edge leaves the principal of a web session for the API's authentication to find.
+SESSION_PRINCIPAL_KEY = "certpilot.principal"
+
 TOKEN_PREFIX = "cpt_"
 MIN_PASSWORD_CHARS = 12
 _hasher = PasswordHasher()

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from certpilot.domain.model import Principal, Role
-from certpilot.services.users import current_role
+from certpilot.services.users import SESSION_PRINCIPAL_KEY, current_role
 
 SESSION_MAX_AGE_S = 8 * 3600
 CSP = (
@@ -126,8 +126,6 @@ class SessionForApi:
                         app = scope["app"].state.certpilot
                         role = current_role(app, principal.username)
                         if role is not None:
-                            from certpilot.api.auth import SESSION_PRINCIPAL_KEY
-
                             scope[SESSION_PRINCIPAL_KEY] = Principal(principal.username, role, principal.via)
         await self.app(scope, receive, send)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from certpilot.api.app import create_app
+from certpilot.server import create_server
 from certpilot.config import Settings
 from certpilot.domain.model import Role
 from certpilot.services.app import App
@@ -41,7 +41,7 @@ def api_app(settings: Settings, clock: MovableClock) -> Iterator[App]:
 @pytest.fixture
 def client(api_app: App) -> Iterator[TestClient]:
     """The API in-process (no renewal loop: tests drive issuance with `?wait=true`)."""
-    with TestClient(create_app(api_app)) as test_client:
+    with TestClient(create_server(api_app)) as test_client:
         yield test_client
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from fastapi.testclient import TestClient
 
-from certpilot.api.app import create_app
+from certpilot.server import create_server
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.reconciler.loop import Reconciler
@@ -483,7 +483,7 @@ HOSTILE: list[tuple[str, str, str, Any]] = [
 def test_hostile_input_is_a_client_error(api_app: App, admin: dict[str, str], with_dynamic: None) -> None:
     """Out-of-range integers and NUL characters are the client's mistake: 4xx, never a 500."""
     server_errors = []
-    with TestClient(create_app(api_app), raise_server_exceptions=False) as raw:
+    with TestClient(create_server(api_app), raise_server_exceptions=False) as raw:
         for case, method, path, body in HOSTILE:
             r = raw.request(method, path, headers=admin, json=body)
             if r.status_code >= 500:
@@ -507,7 +507,7 @@ def test_wait_issues_once_while_the_loop_runs(api_app: App, admin: dict[str, str
     """`?wait=true` makes the attempt in the request; the renewal loop of the same
     process (as in `certpilot serve`), woken by the same request, must not make a second."""
     reconciler = Reconciler(api_app)
-    with TestClient(create_app(api_app, reconciler)) as served:
+    with TestClient(create_server(api_app, reconciler)) as served:
         r = served.post(CERTS, params={"wait": "true"}, headers=admin, json=certificate_body("web1"))
         assert r.status_code == 201, r.text
         for _ in range(RENEWALS):  # a race: several chances to show it

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from certpilot.api.app import create_app
+from certpilot.server import create_server
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
@@ -41,7 +41,7 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def api_schema(api_app: App, tokens: RoleTokens, test_ca: LocalCA) -> schemathesis.BaseSchema:
-    asgi_app = create_app(api_app)
+    asgi_app = create_server(api_app)
     with TestClient(asgi_app) as client:  # something to find: a script, a profile, an issued certificate
         admin = tokens.headers(Role.ADMIN)
         add_local_ca(client, admin, test_ca)

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
-from certpilot.api.app import create_app
+from certpilot.server import create_server
 from certpilot.domain.model import Outcome, Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
@@ -70,7 +70,7 @@ def database_dump(app: App) -> Iterator[tuple[str, bytes | str]]:
 
 @pytest.fixture
 def client(app: App) -> Iterator[TestClient]:
-    with TestClient(create_app(app)) as test_client:
+    with TestClient(create_server(app)) as test_client:
         yield test_client
 
 
