@@ -158,7 +158,7 @@ class Reconciler:
         if self.in_hand() >= self.capacity:
             earliest = None  # nothing could be taken anyway: a finished certificate wakes us
         else:
-            with self.app.db.transaction() as session:
+            with self.app.db.read() as session:
                 earliest = schedule.earliest_next_action(session, now)
         timeout = interval if earliest is None else min(interval, max(0.0, (earliest - now).total_seconds()))
         self._wake.wait(timeout=max(timeout, 0.05))

@@ -143,7 +143,7 @@ def update_certificate(app: App, name: str, given: SpecInput, *, actor: str) -> 
 
 
 def get_certificate(app: App, name: str) -> Certificate:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.get_certificate(session, name, app.clock.now())
 
 
@@ -159,7 +159,7 @@ def list_certificates(
     """Ordered by name; `after_name` + `limit` page through them."""
     if expiring_within_days is not None and expiring_within_days < 0:
         raise InvalidInput("expiring-within days must be 0 or more", field="expiring_within")
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_certificates(
             session, app.clock.now(), expiring_within_days=expiring_within_days, phase=phase,
             profile=profile, after_name=after_name, limit=limit,
@@ -167,17 +167,17 @@ def list_certificates(
 
 
 def list_revisions(app: App, name: str) -> list[Revision]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_revisions(session, name)
 
 
 def list_attempts(app: App, name: str) -> list[Attempt]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_attempts(session, name)
 
 
 def certificate_events(app: App, name: str) -> list[Event]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         repo.get_certificate(session, name, app.clock.now())  # NotFound for an unknown name
         return list_events(session, object_type="certificate", object_name=name)
 

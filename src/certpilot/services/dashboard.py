@@ -25,7 +25,7 @@ class Dashboard:
 
 def dashboard(app: App) -> Dashboard:
     now = app.clock.now()
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return Dashboard(
             phase_counts=phase_counts(session),
             expiring_soon=cert_repo.list_certificates(session, now, expiring_within_days=EXPIRING_SOON_DAYS, limit=50),

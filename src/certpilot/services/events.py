@@ -12,6 +12,6 @@ def list_events(
     before_id: int | None = None, limit: int = 100,
 ) -> list[Event]:
     """Newest first; `before_id` pages backwards."""
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_events(session, kind=kind, object_type=object_type, object_name=object_name,
                                 before_id=before_id, limit=limit)

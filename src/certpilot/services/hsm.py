@@ -37,17 +37,17 @@ def add_group(app: App, name: str, *, module_path: str, token_label: str, pin: s
 
 
 def list_groups(app: App) -> list[HsmGroup]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_groups(session)
 
 
 def get_group(app: App, name: str) -> HsmGroup:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.get_group(session, name)
 
 
 def token_ref(app: App, name: str) -> TokenRef:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.token_ref(session, app.sealer, name)
 
 

@@ -37,7 +37,7 @@ class _InventoryCollector(Collector):
         failures = GaugeMetricFamily("certpilot_certificate_failures",
                                      "Consecutive failed issuance attempts.", labels=labels)
         now = self._app.clock.now()
-        with self._app.db.transaction() as session:
+        with self._app.db.read() as session:
             for line in inventory(session):
                 key = [line.name, line.profile]
                 is_ready = line.not_after is not None and line.not_after > now and line.phase is not Phase.EXPIRED

@@ -250,12 +250,12 @@ def _changed_fields(before: Profile, after: Profile, new_secrets: set[str]) -> l
 
 def get_profile(app: App, name: str) -> Profile:
     """The profile with sensitive values absent (None)."""
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.get_profile(session, name)
 
 
 def list_profiles(app: App) -> list[Profile]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_profiles(session)
 
 

@@ -75,12 +75,12 @@ def update_script(app: App, name: str, source: str, *, timeout_s: int, actor: st
 
 
 def get_script(app: App, name: str) -> Script:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.get_script(session, name)
 
 
 def list_scripts(app: App) -> list[Script]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_scripts(session)
 
 
@@ -104,7 +104,7 @@ class TrialRun:
 def trial_run(app: App, name: str, *, profile: str | None = None, common_name: str = "test-run.certpilot.invalid") -> TrialRun:
     """Call the script once with a throwaway key and CSR (and the params of `profile`,
     dynamic ones empty) and check what it returns; nothing is stored."""
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         script = repo.get_script(session, name)
         prof = profile_repo.get_profile(session, profile, app.sealer) if profile else None
     args = {p.name: (p.value or "") for p in prof.params} if prof else {}

@@ -59,7 +59,7 @@ def add_user(app: App, username: str, role: Role, password: str, *, actor: str) 
 def current_role(app: App, username: str) -> Role | None:
     """The user's role now, or None for an unknown or disabled user (sessions use this,
     so a demotion applies at once)."""
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         found = repo.password_hash(session, username)
     if found is None or found[0].disabled:
         return None
@@ -67,7 +67,7 @@ def current_role(app: App, username: str) -> Role | None:
 
 
 def list_users(app: App) -> list[User]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_users(session)
 
 
@@ -93,7 +93,7 @@ def create_token(app: App, username: str, *, name: str = "api", expires_in_days:
 
 
 def list_tokens(app: App, username: str | None = None) -> list[ApiToken]:
-    with app.db.transaction() as session:
+    with app.db.read() as session:
         return repo.list_tokens(session, username)
 
 
@@ -108,14 +108,15 @@ def revoke_token(app: App, token_id: int, *, actor: str) -> ApiToken:
 
 def authenticate_token(app: App, token: str) -> Principal:
     now = app.clock.now()
-    with app.db.transaction() as session:
+    with app.db.read() as session:  # every API request passes here: no write lock for it
         found = repo.find_token(session, token_digest(token))
-        if found is None:
-            raise AuthenticationFailed("invalid token")
-        info, user = found
-        if info.revoked_at is not None or (info.expires_at is not None and info.expires_at <= now) or user.disabled:
-            raise AuthenticationFailed("invalid token")
-        if info.last_used_at is None or now - info.last_used_at > dt.timedelta(minutes=1):
+    if found is None:
+        raise AuthenticationFailed("invalid token")
+    info, user = found
+    if info.revoked_at is not None or (info.expires_at is not None and info.expires_at <= now) or user.disabled:
+        raise AuthenticationFailed("invalid token")
+    if info.last_used_at is None or now - info.last_used_at > dt.timedelta(minutes=1):
+        with app.db.transaction() as session:
             repo.touch_token(session, info.id, now)  # at most one write a minute per token
     return Principal(username=user.username, role=user.role, via=f"token:{info.name}")
 

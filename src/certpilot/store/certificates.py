@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import exists, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import (
@@ -58,6 +58,12 @@ class StoredKey:
     hsm_group: str | None = None
     pkcs11_label: str | None = None
     pkcs11_id: str | None = None
+
+
+_WITHOUT_PEMS = (
+    joinedload(CertificateRow.status).joinedload(CertificateStatusRow.current_revision)
+    .defer(RevisionRow.leaf_pem).defer(RevisionRow.chain_pem).defer(RevisionRow.csr_pem)
+)
 
 
 def _row(session: Session, name: str, *, for_update: bool = False) -> CertificateRow:
@@ -189,7 +195,10 @@ def list_certificates(
     limit: int | None = None,
 ) -> list[Certificate]:
     """Ordered by name; `after_name` and `limit` page through the list."""
-    query = select(CertificateRow).join(CertificateStatusRow).order_by(CertificateRow.name)
+    query = (
+        select(CertificateRow).join(CertificateStatusRow).order_by(CertificateRow.name)
+        .options(_WITHOUT_PEMS)  # a listed row shows the served revision's facts, never its PEMs
+    )
     if expiring_within_days is not None:
         # narrow in SQL on the served revision's expiry; the policy's own test decides below
         horizon = now + dt.timedelta(days=expiring_within_days)

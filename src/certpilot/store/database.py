@@ -40,8 +40,11 @@ def create_db_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # take the write lock up front: two writers never deadlock on a lock upgrade
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("certpilot_read_only"):
+                conn.exec_driver_sql("BEGIN DEFERRED")  # a reader: a snapshot, no lock to wait for
+            else:
+                # a writer takes the write lock up front: two writers never deadlock on a lock upgrade
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -17,6 +17,8 @@ class Database:
         self.url = url
         self.engine: Engine = create_db_engine(url)
         self._sessions = make_session_factory(self.engine)
+        # reads on SQLite begin DEFERRED (see `create_db_engine`): they never wait for the write lock
+        self._read_sessions = make_session_factory(self.engine.execution_options(certpilot_read_only=True))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -28,6 +30,16 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading only: nothing it does is committed. On SQLite it does not
+        take the write lock, so a reader never waits for a writer (WAL keeps its snapshot)."""
+        with self._read_sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def upgrade(self) -> None:
         try:
