@@ -28,7 +28,7 @@ import sys
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from certpilot.clock import monotonic_s
 from certpilot.issuers import sandbox
@@ -84,6 +84,18 @@ class RunnerConfig:
     forbidden_paths: tuple[str, ...] = ()  # the data dir, master key, database: never granted
     recycle_after_calls: int = 1000
     idle_timeout_s: float = 300.0
+
+
+class Issuer(Protocol):
+    """What issuance needs of a script runner; a test passes a fake (no processes)."""
+
+    def call(self, call: ScriptCall) -> ScriptResult: ...
+
+    def describe(self) -> str: ...
+
+    def limitations(self) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 class HostFailed(Exception):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from certpilot.clock import Clock, SystemClock
 from certpilot.config import Settings
 from certpilot.domain.errors import ConfigurationError
-from certpilot.issuers.runner import RunnerConfig, ScriptRunner
+from certpilot.issuers.runner import Issuer, RunnerConfig, ScriptRunner
 from certpilot.issuers.sandbox import SandboxError
 from certpilot.keys.sealing import Sealer, load_master_key
 from certpilot.store.session import Database
@@ -31,6 +31,7 @@ class App:
         clock: Clock | None = None,
         random_fraction: Callable[[], float] | None = None,
         check_schema: bool = True,
+        issuer: Issuer | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -41,7 +42,7 @@ class App:
         if check_schema:
             self.db.check_ready()
         self._sealer: Sealer | None = None
-        self._runner: ScriptRunner | None = None
+        self._runner: Issuer | None = issuer  # None: the sandboxed script runner, built on first use
         self._lock = threading.Lock()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake_listeners: list[Callable[[], None]] = []
@@ -63,7 +64,7 @@ class App:
         return self._sealer
 
     @property
-    def runner(self) -> ScriptRunner:
+    def runner(self) -> Issuer:
         with self._lock:
             if self._runner is None:
                 settings = self.settings
