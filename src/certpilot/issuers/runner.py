@@ -62,18 +62,58 @@ class ScriptCall:
     allow_write: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ScriptResult:
-    """What one call gave. Exactly one of `pem`, `pending` or `error` is set.
-    `returned_other` is set (with `error`) when the script returned something not text."""
+class _Outcome:
+    """What every outcome answers, so a caller that only reports need not match on the
+    type: `pem` is set on `Issued` only, `error` on `Failed` only."""
 
-    pem: str | None
-    error: str | None
-    timed_out: bool
-    pending: dict[str, Any] | None
+    pem: str | None = None
+    error: str | None = None
+    timed_out: bool = False
+    returned_other: bool = False
     output: str
     duration_s: float
+
+    @property
+    def pending(self) -> dict[str, Any] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Issued(_Outcome):
+    """The script returned text (PEM, to be checked)."""
+
+    pem: str
+    output: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pending(_Outcome):
+    """The CA accepted the request and will answer later (`raise Pending(...)`)."""
+
+    retry_after_s: int
+    cookie: str
+    output: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def pending(self) -> dict[str, Any] | None:
+        return {"retry_after_s": self.retry_after_s, "cookie": self.cookie}
+
+
+@dataclass(frozen=True)
+class Failed(_Outcome):
+    """The call failed: the script's own words, or what the runner saw. `timed_out`: killed
+    at the timeout; `returned_other`: the script returned something not text (check 1)."""
+
+    error: str
+    output: str = ""
+    duration_s: float = 0.0
+    timed_out: bool = False
     returned_other: bool = False
+
+
+ScriptResult = Issued | Pending | Failed
 
 
 @dataclass(frozen=True)
@@ -330,7 +370,7 @@ class ScriptRunner:
             try:
                 host = self._take(key)
             except HostFailed as exc:
-                return ScriptResult(None, f"the script worker failed: {exc}", False, None, "", monotonic_s() - started)
+                return Failed(f"the script worker failed: {exc}", duration_s=monotonic_s() - started)
             request = CallRequest(
                 timeout_s=call.timeout_s, csr=call.csr_pem, common_name=call.common_name, args=dict(call.args),
                 secrets=list(call.secrets), context=dict(call.context),
@@ -457,7 +497,7 @@ def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stde
     output = "\n".join(f"--- {name} ---\n{text.rstrip()}" for name, text in sections if text.strip())
 
     def failed(message: str, timed_out: bool = False) -> ScriptResult:
-        return ScriptResult(None, scrub(message, secrets), timed_out, None, output, duration_s)
+        return Failed(scrub(message, secrets), output, duration_s, timed_out=timed_out)
 
     if reply is None:  # the host is gone: killed at the deadline, or the script ended it
         if death.get("timed_out"):
@@ -470,14 +510,14 @@ def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stde
     if reply.error is not None:
         return failed(reply.error)
     if reply.pending is not None:
-        return ScriptResult(None, None, False, dict(reply.pending), output, duration_s)
+        return Pending(int(reply.pending.get("retry_after_s", 0)), str(reply.pending.get("cookie", "")), output, duration_s)
     if reply.exit_status != 0:
         return _exited(reply.exit_status, stderr, failed)
     if reply.result is not None:
-        return ScriptResult(reply.result, None, False, None, output, duration_s)
+        return Issued(reply.result, output, duration_s)
     if reply.result_type is not None:
         message = f"check 1 (PEM): the script returned {reply.result_type}, not PEM text"
-        return ScriptResult(None, message, False, None, output, duration_s, returned_other=True)
+        return Failed(message, output, duration_s, returned_other=True)
     return failed("the script ended without returning a certificate" + _stderr_hint(stderr))
 
 

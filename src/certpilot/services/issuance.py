@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
-from certpilot.issuers.runner import ScriptCall, ScriptResult
+from certpilot.issuers.runner import Failed, Issued, Pending, ScriptCall, ScriptResult
 from certpilot.keys import pkcs11_backend
 from certpilot.keys.software import generate_private_key, seal_private_key
 from certpilot.pki.certificate import public_key_sha256
@@ -162,7 +162,7 @@ def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> Attemp
         try:
             key = _new_key(app, job)
         except KeyBackendError as exc:  # a key that cannot be made is a failed attempt like any other
-            no_output = ScriptResult(None, str(exc), False, None, "", 0.0)
+            no_output = Failed(str(exc))
             return _record_failure(app, job, attempt_id, IssuerFailed(f"key generation failed: {exc}"),
                                    no_output, _secrets(job), actor, owner)
         with app.db.transaction() as session:  # the key is durable before any CA sees its CSR
@@ -183,7 +183,7 @@ def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> Attemp
     try:
         result = app.runner.call(call)
     except Exception as exc:  # the runner itself broke: still a recorded, retryable attempt
-        result = ScriptResult(None, f"the script runner failed: {exc}", False, None, "", 0.0)
+        result = Failed(f"the script runner failed: {exc}")
     try:
         issued = _checked(result, key, job, app.clock.now())
     except IssuerFailed as failure:
@@ -192,18 +192,22 @@ def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> Attemp
 
 
 def _checked(result: ScriptResult, key: repo.StoredKey, job: _Job, now: dt.datetime) -> IssuedCertificate:
-    if result.timed_out:
-        raise IssuerFailed(result.error or "timeout", outcome=Outcome.TIMEOUT.value)
-    if result.returned_other:
-        raise IssuerFailed(result.error or "the script returned no text", outcome=Outcome.INVALID.value)
-    if result.error is not None:
-        raise IssuerFailed(result.error)
-    if result.pending is not None:
-        raise IssuerFailed("the CA deferred issuance; deferred issuance is not supported yet", outcome="failed")
-    return check_issued(
-        result.pem, expected_public_key_sha256=key.public_key_sha256,
-        requested_names=job.certificate.spec.subject_alt_names, now=now,
-    )
+    """The checked certificate of an `Issued` result; raises `IssuerFailed` for the others."""
+    match result:
+        case Issued(pem=pem):
+            return check_issued(
+                pem, expected_public_key_sha256=key.public_key_sha256,
+                requested_names=job.certificate.spec.subject_alt_names, now=now,
+            )
+        case Pending():
+            raise IssuerFailed("the CA deferred issuance; deferred issuance is not supported yet", outcome="failed")
+        case Failed(timed_out=True):
+            raise IssuerFailed(result.error, outcome=Outcome.TIMEOUT.value)
+        case Failed(returned_other=True):
+            raise IssuerFailed(result.error, outcome=Outcome.INVALID.value)
+        case Failed():
+            raise IssuerFailed(result.error)
+    raise TypeError(f"not a script result: {result!r}")
 
 
 def _record_success(

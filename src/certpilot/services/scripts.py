@@ -16,7 +16,7 @@ from certpilot.domain.model import (
     make_sans,
     make_subject,
 )
-from certpilot.issuers.runner import ScriptCall
+from certpilot.issuers.runner import Failed, Pending, ScriptCall
 from certpilot.keys.software import generate_private_key
 from certpilot.pki.certificate import public_key_sha256
 from certpilot.pki.checks import check_issued
@@ -120,9 +120,12 @@ def trial_run(app: App, name: str, *, profile: str | None = None, common_name: s
         profile=f"{profile or ''} (test run)",  # a pool of its own: a draft never evicts the profile's hosts
         allow_read=prof.sandbox.allow_read if prof else (), allow_write=prof.sandbox.allow_write if prof else (),
     ))
-    if result.pem is None:
+    if isinstance(result, Pending):
+        return TrialRun(False, "deferred", f"the CA deferred issuance (retry after {result.retry_after_s} s)",
+                        result.output, result.duration_s)
+    if isinstance(result, Failed):
         outcome = "timeout" if result.timed_out else "failed"
-        return TrialRun(False, outcome, result.error or "no certificate", result.output, result.duration_s)
+        return TrialRun(False, outcome, result.error, result.output, result.duration_s)
     try:
         issued = check_issued(result.pem, expected_public_key_sha256=public_key_sha256(key.public_key()),
                               requested_names=sans, now=app.clock.now())

@@ -11,7 +11,7 @@ import pytest
 
 from certpilot.config import Settings
 from certpilot.domain.model import Outcome, Phase, ProfileParam, make_subject
-from certpilot.issuers.runner import ScriptCall, ScriptResult
+from certpilot.issuers.runner import Failed, Issued, ScriptCall, ScriptResult
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services import issuance
 from certpilot.services.app import App
@@ -50,7 +50,7 @@ def sign_with(ca: LocalCA) -> Callable[[ScriptCall], ScriptResult]:
 
         exec(bundled_local_ca_source(), namespace)  # the real script's logic, run here
         pem = namespace["certificate_request"](call.csr_pem, call.common_name, dict(call.args))  # type: ignore[operator]
-        return ScriptResult(pem, None, False, None, "", 0.0)
+        return Issued(pem)
 
     return answer
 
@@ -91,7 +91,7 @@ def test_an_attempt_through_a_fake_issuer_stores_the_checked_revision(fake_app: 
 
 def test_a_fake_issuer_failure_is_a_recorded_failed_attempt(fake_app: tuple[App, FakeIssuer]) -> None:
     app, fake = fake_app
-    fake.answer = lambda call: ScriptResult(None, "CA says no", False, None, "", 0.0)
+    fake.answer = lambda call: Failed("CA says no")
     request_certificate(app, "web2", profile="corp", subject=make_subject("web2.example.test"), actor="t")
     before = app.clock.now()
 
