@@ -13,20 +13,16 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from certpilot.clock import monotonic_s
-from certpilot.domain.errors import Conflict, IssuerFailed, KeyBackendError
 from sqlalchemy.orm import Session
 
+from certpilot.clock import monotonic_s
+from certpilot.domain.errors import Conflict, IssuerFailed, KeyBackendError
 from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
 from certpilot.issuers.runner import Failed, Issued, Pending, ScriptCall, ScriptResult
-from certpilot.keys import pkcs11_backend
-from certpilot.keys.software import generate_private_key, seal_private_key
-from certpilot.pki.certificate import public_key_sha256
 from certpilot.pki.checks import IssuedCertificate, check_issued
-from certpilot.pki.csr import build_csr, build_csr_with_signer
 from certpilot.policy import next_retry_at
-from certpilot.services import hsm, scheduling
+from certpilot.services import key_backends, scheduling
 from certpilot.services.app import App
 from certpilot.store import attempts, schedule
 from certpilot.store import certificates as repo
@@ -122,45 +118,12 @@ def _last_report(session: Session, name: str, now: dt.datetime) -> AttemptReport
     return AttemptReport(name, last[0].outcome, cert.status.revision, last[0].error, cert.status.failures)
 
 
-def _new_key(app: App, job: _Job) -> repo.StoredKey:
-    """A key pair for the next revision and its CSR: in software (sealed under the master
-    key), or inside the certificate's HSM group. Raises `KeyBackendError`."""
-    spec = job.certificate.spec
-    key_id = uuid.uuid4().hex
-    if spec.hsm_group is None:
-        private_key = generate_private_key(spec.key)
-        return repo.StoredKey(
-            key_id=key_id, backend="software", key_spec=spec.key,
-            private_key_sealed=seal_private_key(app.sealer, private_key, key_id),
-            public_key_sha256=public_key_sha256(private_key.public_key()),
-            csr_pem=build_csr(private_key, spec.subject, spec.subject_alt_names),
-        )
-    ref = hsm.token_ref(app, spec.hsm_group)
-    token_id = bytes.fromhex(key_id)
-    label = f"certpilot-{job.certificate.name}-{key_id[:8]}"[:64]
-    generated = pkcs11_backend.generate_key(ref, spec.key, label=label, key_id=token_id)
-    try:
-        public_key = pkcs11_backend.public_key_of(spec.key, generated)
-        csr_pem = build_csr_with_signer(
-            public_key, lambda tbs: pkcs11_backend.sign(ref, token_id, spec.key, tbs), spec.key,
-            spec.subject, spec.subject_alt_names,
-        )
-    except (KeyBackendError, ValueError) as exc:
-        pkcs11_backend.destroy_key(ref, token_id)  # nothing half-made stays in the token
-        raise KeyBackendError(f"the HSM key could not sign the CSR: {exc}") from exc
-    return repo.StoredKey(
-        key_id=key_id, backend="pkcs11", key_spec=spec.key, private_key_sealed=None,
-        public_key_sha256=public_key_sha256(public_key), csr_pem=csr_pem,
-        hsm_group=spec.hsm_group, pkcs11_label=label, pkcs11_id=key_id,
-    )
-
-
 def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> AttemptReport:
     name, spec = job.certificate.name, job.certificate.spec
     key = job.key
     if key is None:
         try:
-            key = _new_key(app, job)
+            key = key_backends.backend_for(app, spec).new_key(name, spec)
         except KeyBackendError as exc:  # a key that cannot be made is a failed attempt like any other
             no_output = Failed(str(exc))
             return _record_failure(app, job, attempt_id, IssuerFailed(f"key generation failed: {exc}"),
