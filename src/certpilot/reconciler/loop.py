@@ -183,10 +183,11 @@ class Reconciler:
         return len(claimed)
 
     def _reconcile_leased(self, name: str) -> None:
+        released = False
         try:
             if self._stop.is_set():
                 return  # released below; another worker (or the next start) takes it
-            self.reconcile(name)
+            released = self.reconcile(name)
         except (Conflict, NotFound) as exc:
             log.info("skipped %s: %s", name, exc)
         except Exception:
@@ -198,30 +199,36 @@ class Reconciler:
                 log.exception("could not postpone %s", name)
         finally:
             try:
-                with self.app.db.transaction() as session:
-                    schedule.release(session, name, self.owner)
+                if not released:
+                    with self.app.db.transaction() as session:
+                        schedule.release(session, name, self.owner)
             except NotFound:
                 pass
 
-    def reconcile(self, name: str) -> None:
+    def reconcile(self, name: str) -> bool:
         """Gather -> decide -> act -> record for one certificate, until nothing is due now.
         Bookkeeping actions (warn, mark expired) are recorded with a fresh decision in the
-        same transaction; an issuance or renewal is one attempt and ends the call."""
+        same transaction; an issuance or renewal is one attempt, begun in the transaction
+        that decided it, and ends the call. Returns True when the loop's lease was released
+        with the last change (an attempt's outcome, or the next action time)."""
         for _ in range(MAX_STEPS):
             now = self.app.clock.now()
             with self.app.db.transaction() as session:
                 decision = scheduling.decide_now(session, name, now)
                 log.debug("%s: %s (%s)", name, decision.action.value, decision.reason.value)
                 handler = self._bookkeeping_handlers.get(decision.action)
-                if handler is not None:
+                if handler is None:  # ISSUE, RENEW, POLL: an attempt
+                    started = issuance.start(self.app, session, name, owner=self.owner, actor=self.actor)
+                else:
                     handler(session, name, decision, now)
                     scheduling.reschedule(session, name, now)
                     if decision.action is Action.NOTHING:
-                        return
+                        schedule.release(session, name, self.owner)
+                        return True
                     continue
-            self._attempt(name, decision)
-            return
-
+            self._attempt(started, decision)
+            return True
+        return False
 
     def _nothing(self, session: Session, name: str, decision: Decision, now: dt.datetime) -> None:
         """Nothing due: `reschedule` saves when something falls due."""
@@ -245,10 +252,11 @@ class Reconciler:
         schedule.mark_expired(session, name)
         log.error("%s has expired", name)
 
-    def _attempt(self, name: str, decision: Decision) -> None:
+    def _attempt(self, started: issuance.Started, decision: Decision) -> None:
         """ISSUE, RENEW (and POLL, which deferred issuance will add): one attempt."""
+        name = started.job.certificate.name
         log.info("%s: %s (%s)", name, decision.action.value, decision.reason.value)
-        report = issuance.attempt(self.app, name, actor=self.actor, owner=self.owner)
+        report = issuance.run_started(self.app, started)
         if issuance.is_success(report):
             log.info("%s: revision %s issued", name, report.revision)
         else:

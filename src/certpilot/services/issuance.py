@@ -59,6 +59,48 @@ def _args(job: _Job) -> dict[str, str]:
     return {p.name: (values.get(p.name, "") if p.dynamic else p.value or "") for p in job.profile.params}
 
 
+@dataclass(frozen=True)
+class Started:
+    """An attempt begun (lease held, attempt row open): what `run_started` finishes."""
+
+    job: _Job
+    attempt_id: int
+    owner: str
+    actor: str
+
+
+def start(app: App, session: Session, name: str, *, owner: str, actor: str) -> Started:
+    """In the caller's transaction: claim `name`, load what the attempt needs and open the
+    attempt. Raises `NotFound`, or `Conflict` when another holder has the lease."""
+    now = app.clock.now()
+    timeout_s = script_repo.timeout_of_certificate_script(session, name)
+    schedule.claim(session, name, owner=owner, now=now,
+                   lease_until=now + dt.timedelta(seconds=timeout_s + app.settings.lease_margin_s))
+    cert = repo.get_certificate(session, name, now, app.sealer)
+    profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
+    script = script_repo.get_script(session, profile.script)
+    key = attempts.pending_key(session, name)
+    job = _Job(cert, profile, script, key,
+               attempts.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
+    attempt_id = attempts.start_attempt(
+        session, name, key_id=key.key_id if key else None,
+        kind="issue" if cert.status.revision is None else "renew", worker=owner, now=now)
+    return Started(job, attempt_id, owner, actor)
+
+
+def run_started(app: App, started: Started) -> AttemptReport:
+    """Key, script, checks, and the outcome recorded with the lease released."""
+    recorded = False
+    try:
+        report = _run(app, started.job, started.attempt_id, started.owner, started.actor)
+        recorded = True
+        return report
+    finally:
+        if not recorded:  # recording releases the lease in its own transaction
+            with app.db.transaction() as session:
+                schedule.release(session, started.job.certificate.name, started.owner)
+
+
 def attempt(app: App, name: str, *, actor: str | None = None, owner: str | None = None) -> AttemptReport:
     """Run one attempt now. Raises `NotFound`, or `Conflict` when another holder has the
     lease on the certificate; every failure of the issuer itself is a recorded attempt.
@@ -66,29 +108,9 @@ def attempt(app: App, name: str, *, actor: str | None = None, owner: str | None 
     by default each call is a holder of its own."""
     owner = owner or f"{app.worker_id}:{uuid.uuid4().hex[:8]}"
     actor = actor or f"controller:{owner}"
-    now = app.clock.now()
     with app.db.transaction() as session:  # claim, load and start: one transaction
-        timeout_s = script_repo.timeout_of_certificate_script(session, name)
-        schedule.claim(session, name, owner=owner, now=now,
-                       lease_until=now + dt.timedelta(seconds=timeout_s + app.settings.lease_margin_s))
-        cert = repo.get_certificate(session, name, now, app.sealer)
-        profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
-        script = script_repo.get_script(session, profile.script)
-        key = attempts.pending_key(session, name)
-        job = _Job(cert, profile, script, key,
-                   attempts.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
-        attempt_id = attempts.start_attempt(
-            session, name, key_id=key.key_id if key else None,
-            kind="issue" if cert.status.revision is None else "renew", worker=owner, now=app.clock.now())
-    recorded = False
-    try:
-        report = _run(app, job, attempt_id, owner, actor)
-        recorded = True
-        return report
-    finally:
-        if not recorded:  # recording releases the lease in its own transaction
-            with app.db.transaction() as session:
-                schedule.release(session, name, owner)
+        started = start(app, session, name, owner=owner, actor=actor)
+    return run_started(app, started)
 
 
 WAIT_POLL_S = 0.2

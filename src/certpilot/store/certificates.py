@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import exists, inspect, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import (
@@ -31,7 +31,7 @@ from certpilot.domain.model import (
 from certpilot.keys.sealing import Sealer
 from certpilot.policy import applicable_warning_days, expiry_status, is_expiring_within, renewal_time
 from certpilot.store.profiles import _row as _profile_row
-from certpilot.store.profiles import _to_profile
+from certpilot.store.profiles import renewal_of
 from certpilot.store.tables import (
     AttemptRow,
     CertificateRow,
@@ -92,7 +92,7 @@ def _status(row: CertificateRow, now: dt.datetime) -> CertificateStatus:
             phase=Phase(st.phase), next_action_at=st.next_action_at, failures=st.failures,
             last_error=st.last_error, last_attempt_at=st.last_attempt_at,
         )
-    renewal = _to_profile(row.profile, None).renewal
+    renewal = renewal_of(row.profile)
     return CertificateStatus(
         phase=Phase(st.phase),
         revision=rev.number,
@@ -197,7 +197,7 @@ def list_certificates(
     """Ordered by name; `after_name` and `limit` page through the list."""
     query = (
         select(CertificateRow).join(CertificateStatusRow).order_by(CertificateRow.name)
-        .options(_WITHOUT_PEMS)  # a listed row shows the served revision's facts, never its PEMs
+        .options(_WITHOUT_PEMS, selectinload(CertificateRow.dynamic_params))  # facts, never the PEMs
     )
     if expiring_within_days is not None:
         # narrow in SQL on the served revision's expiry; the policy's own test decides below
@@ -333,6 +333,9 @@ def request_renewal(session: Session, name: str, now: dt.datetime) -> None:
 
 
 def _id(session: Session, name: str) -> int:
+    loaded = session.info.get("certificate_rows", {}).get(name)
+    if loaded is not None and inspect(loaded).persistent:
+        return loaded.id
     cert_id = session.scalar(select(CertificateRow.id).where(CertificateRow.name == name))
     if cert_id is None:
         raise NotFound("certificate", name)

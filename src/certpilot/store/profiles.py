@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import KeySpec, Profile, ProfileParam, RenewalSettings, SandboxSettings
@@ -17,6 +17,15 @@ from certpilot.store.tables import CertificateRow, ProfileParamRow, ProfileRow
 
 def param_identity(row_id: str) -> str:
     return f"profile_param:{row_id}:value"
+
+
+def renewal_of(row: ProfileRow) -> RenewalSettings:
+    """The profile's renewal settings, from its own columns (its params are not loaded)."""
+    return RenewalSettings(
+        renew_before_days=row.renew_before_days,
+        renew_before_percent=row.renew_before_percent,
+        warning_days=tuple(row.warning_days),
+    )
 
 
 def _to_profile(row: ProfileRow, sealer: Sealer | None) -> Profile:
@@ -31,11 +40,7 @@ def _to_profile(row: ProfileRow, sealer: Sealer | None) -> Profile:
         name=row.name,
         script=row.script.name,
         params=tuple(params),
-        renewal=RenewalSettings(
-            renew_before_days=row.renew_before_days,
-            renew_before_percent=row.renew_before_percent,
-            warning_days=tuple(row.warning_days),
-        ),
+        renewal=renewal_of(row),
         default_key=KeySpec.parse(row.default_key),
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -108,7 +113,8 @@ def get_profile(session: Session, name: str, sealer: Sealer | None = None) -> Pr
 
 
 def list_profiles(session: Session) -> list[Profile]:
-    return [_to_profile(r, None) for r in session.scalars(select(ProfileRow).order_by(ProfileRow.name))]
+    query = select(ProfileRow).order_by(ProfileRow.name).options(selectinload(ProfileRow.params))
+    return [_to_profile(r, None) for r in session.scalars(query)]
 
 
 def remove_profile(session: Session, name: str) -> None:

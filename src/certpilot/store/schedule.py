@@ -18,7 +18,7 @@ from certpilot.domain.errors import Conflict
 from certpilot.domain.model import Phase
 from certpilot.policy import CertificateSnapshot
 from certpilot.store.certificates import _id, _row
-from certpilot.store.profiles import _to_profile
+from certpilot.store.profiles import renewal_of
 from certpilot.store.tables import CertificateRow, CertificateStatusRow, ProfileRow
 
 
@@ -40,7 +40,9 @@ def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_un
     ).rowcount
     if not taken:
         raise Conflict(f"certificate {name!r} is being worked on by another worker; try again shortly")
-    session.expire_all()  # the status rows loaded before the UPDATE are stale now
+    for loaded in list(session.identity_map.values()):  # status rows loaded before the UPDATE are stale
+        if isinstance(loaded, CertificateStatusRow):
+            session.expire(loaded)
 
 
 def is_leased(session: Session, name: str, now: dt.datetime) -> bool:
@@ -154,7 +156,7 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
         has_revision=rev is not None,
         not_before=rev.not_before if rev else None,
         not_after=rev.not_after if rev else None,
-        renewal=_to_profile(row.profile, None).renewal,
+        renewal=renewal_of(row.profile),
         failures=st.failures,
         retry_at=st.retry_at,
         renewal_requested=st.renewal_requested,

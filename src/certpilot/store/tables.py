@@ -90,8 +90,8 @@ class ProfileRow(Base):
 
     script: Mapped[ScriptRow] = relationship(lazy="joined")
     params: Mapped[list[ProfileParamRow]] = relationship(
-        order_by="ProfileParamRow.position", cascade="all, delete-orphan", lazy="selectin"
-    )
+        order_by="ProfileParamRow.position", cascade="all, delete-orphan", lazy="select"
+    )  # loaded when a profile is read whole, not with every certificate that uses it
 
 
 class ProfileParamRow(Base):
@@ -125,7 +125,7 @@ class CertificateRow(Base):
     status: Mapped[CertificateStatusRow] = relationship(
         back_populates="certificate", cascade="all, delete-orphan", lazy="joined", uselist=False
     )
-    dynamic_params: Mapped[list[DynamicParamRow]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    dynamic_params: Mapped[list[DynamicParamRow]] = relationship(cascade="all, delete-orphan", lazy="select")
 
 
 class DynamicParamRow(Base):
