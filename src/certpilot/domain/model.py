@@ -153,6 +153,14 @@ def is_dns_name(value: str) -> bool:
     return all(_DNS_LABEL_RE.fullmatch(label) for label in name.split("."))
 
 
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def make_subject(
     common_name: str,
     organization: str | None = None,
@@ -181,6 +189,12 @@ def make_subject(
     cn = clean(common_name, "common_name")
     if cn is None:
         raise InvalidInput("common_name is required", field="common_name")
+    if not (is_dns_name(cn) or _is_ip_address(cn)):
+        raise InvalidInput(
+            f"common_name {cn!r} is neither a DNS name (letters, digits, '-' and dots; '*.' in front "
+            "for a wildcard) nor an IP address",
+            field="common_name",
+        )
     c = clean(country, "country")
     if c is not None:
         if not (len(c) == 2 and c.isascii() and c.isalpha()):

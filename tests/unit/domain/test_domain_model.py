@@ -112,11 +112,11 @@ def test_default_key_spec_is_ec_p256():
         ({"common_name": "web1", "country": ""}, {"country": None}),
         ({"common_name": "web1", "email_address": "ops@example.com"}, {"email_address": "ops@example.com"}),
         ({"common_name": "web1", "email_address": ""}, {"email_address": None}),
-        ({"common_name": "x" * 64}, {"common_name": "x" * 64}),
+        ({"common_name": "x" * 60 + ".com"}, {"common_name": "x" * 60 + ".com"}),
         ({"common_name": "web1", "organization": "o" * 64}, {"organization": "o" * 64}),
         ({"common_name": "web1", "locality": "l" * 128}, {"locality": "l" * 128}),
         ({"common_name": "web1", "state": "s" * 128}, {"state": "s" * 128}),
-        ({"common_name": "Müller GmbH Server", "organization": "Müller GmbH"}, {"organization": "Müller GmbH"}),
+        ({"common_name": "web1", "organization": "Müller GmbH"}, {"organization": "Müller GmbH"}),
         (
             {
                 "common_name": "web1",
@@ -216,6 +216,24 @@ def test_make_subject_rejects_naming_the_field(kwargs, field):
         make_subject(**kwargs)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "common_name",
+    ["bad cn!", "web 1.example.test", "Legacy Device", "web1.example.test/x", "-web.example.test",
+     "web..example.test", "*.*.example.test", "ex*mple.test", "Müller GmbH Server"],
+)
+def test_a_common_name_must_be_a_dns_name_or_an_ip_address(common_name):
+    with pytest.raises(InvalidInput) as info:
+        make_subject(common_name)
+    assert info.value.field == "common_name"
+    assert "neither a DNS name" in str(info.value) and repr(common_name) in str(info.value)
+
+
+@pytest.mark.parametrize("common_name", ["web1.example.test", "*.example.test", "localhost", "10.0.0.5", "2001:db8::1",
+                                         "xn--bcher-kva.example"])
+def test_dns_names_wildcards_and_ip_addresses_are_common_names(common_name):
+    assert make_subject(common_name).common_name == common_name
 
 
 # --- SubjectAltName.parse ------------------------------------------------------

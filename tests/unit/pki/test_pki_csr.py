@@ -130,7 +130,7 @@ def test_csr_ip_san_is_an_ip_address_not_a_dns_name():
 
 
 def test_csr_without_sans_has_no_san_extension():
-    csr = _load(build_csr(ec_key(), make_subject("Legacy Device"), ()))
+    csr = _load(build_csr(ec_key(), make_subject("legacy-device"), ()))
     with pytest.raises(x509.ExtensionNotFound):
         csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
 
