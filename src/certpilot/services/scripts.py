@@ -38,11 +38,35 @@ def check_source(source: str) -> None:
         tree = ast.parse(source, filename="<script>")
     except SyntaxError as exc:
         raise InvalidInput(f"the script does not compile: {exc.msg} (line {exc.lineno})", field="source") from None
-    names = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    if "certificate_request" not in names:
+    functions = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    if "certificate_request" not in functions:
         raise InvalidInput(
             "the script defines no function certificate_request(csr, common_name, args_dict)", field="source"
         )
+    for name, positional in (("certificate_request", ("csr", "common_name", "args_dict")),
+                             ("certificate_poll", ("cookie", "args_dict"))):
+        if name in functions:
+            _check_signature(functions[name], positional)
+
+
+def _check_signature(func: ast.FunctionDef | ast.AsyncFunctionDef, positional: tuple[str, ...]) -> None:
+    """`func` can be called as certpilot calls it: the positional arguments, and `context=`
+    when it declares one. Checked on the source: the script is never run here."""
+    expected = f"{func.name}({', '.join(positional)}[, context])"
+    if isinstance(func, ast.AsyncFunctionDef):
+        raise InvalidInput(f"{func.name} must be a plain function, not async: def {expected}", field="source")
+    args = func.args
+    taking = [a.arg for a in args.posonlyargs + args.args]
+    required = len(taking) - len(args.defaults)
+    required_extra = taking[len(positional):required]  # `context` may be one: it is passed by name
+    if args.vararg is None and len(taking) < len(positional) or required_extra not in ([], ["context"]):
+        got = ", ".join(taking) or "no arguments"
+        raise InvalidInput(f"{func.name} takes ({got}); certpilot calls it as {expected}", field="source")
+    keyword_only = {a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)}
+    unfilled = [name for name, default in keyword_only.items() if default is None and name != "context"]
+    if unfilled:
+        raise InvalidInput(f"{func.name} requires keyword arguments certpilot never gives ({', '.join(unfilled)}); "
+                           f"certpilot calls it as {expected}", field="source")
 
 
 def check_timeout(timeout_s: int) -> int:
