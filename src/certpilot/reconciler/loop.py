@@ -31,7 +31,7 @@ from certpilot.services.app import App
 from certpilot.store import schedule
 from certpilot.store.events import record_event
 from certpilot.store.heartbeats import beat
-from certpilot.store.wakeup import WakeListener
+from certpilot.store.wakeup import SqliteWakeListener, WakeListener, sqlite_wake_dir
 
 log = logging.getLogger("certpilot.reconciler")
 
@@ -80,9 +80,12 @@ class Reconciler:
     def run_forever(self) -> None:
         log.info("renewal loop started as %s (up to %d certificates in hand)", self.owner, self.capacity)
         self.app.add_wake_listener(self.wake)
-        listener = None
+        listener: WakeListener | SqliteWakeListener | None = None
         if WakeListener.is_supported(self.app.db.url):
             listener = WakeListener(self.app.db.url, self.wake)
+        elif sqlite_wake_dir(self.app.db.url) is not None:
+            listener = SqliteWakeListener(self.app.db.url, self.wake)
+        if listener is not None:
             listener.start()
         try:
             while not self._stop.is_set():

@@ -21,6 +21,7 @@ from certpilot.issuers.runner import Issuer, RunnerConfig, ScriptRunner
 from certpilot.issuers.sandbox import SandboxError
 from certpilot.keys.sealing import Sealer, load_master_key
 from certpilot.store.session import Database
+from certpilot.store.wakeup import wake_sqlite_loops
 
 
 class App:
@@ -53,9 +54,11 @@ class App:
 
     def work_is_due(self) -> None:
         """Wake the renewal loops: those in this process directly, others through the
-        database (PostgreSQL NOTIFY, sent by the service in its transaction)."""
+        database (PostgreSQL NOTIFY, sent by the service in its transaction) or, on
+        SQLite, the wake-up sockets beside the database file."""
         for listener in self._wake_listeners:
             listener()
+        wake_sqlite_loops(self.db.url)  # loops in other processes on this host (SQLite)
 
     @property
     def sealer(self) -> Sealer:

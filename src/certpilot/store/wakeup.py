@@ -1,13 +1,20 @@
-"""Waking renewal loops in other processes: PostgreSQL LISTEN/NOTIFY.
+"""Waking renewal loops in other processes.
 
-SQLite has no such channel; there the loop's interval bounds the delay.
+PostgreSQL: LISTEN/NOTIFY, sent in the transaction that made work due. SQLite (one
+host): each loop binds a unix datagram socket in a directory beside the database
+file (`certpilot.db.wake/`), and whoever made work due sends one byte to every
+socket there; a socket whose loop has gone is removed by the next sender.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -21,6 +28,65 @@ def notify_wake(session: Session) -> None:
     """Queue a wake-up; PostgreSQL delivers it when the transaction commits."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"NOTIFY {CHANNEL}"))
+
+
+def sqlite_wake_dir(database_url: str) -> Path | None:
+    """Where the loops on this SQLite database listen, or None for another database."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database + ".wake")
+
+
+def wake_sqlite_loops(database_url: str) -> None:
+    """Wake every renewal loop listening on this SQLite database (none: nothing to do)."""
+    directory = sqlite_wake_dir(database_url)
+    if directory is None or not directory.is_dir():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setblocking(False)
+        for path in directory.glob("*.sock"):
+            try:
+                sender.sendto(b"w", str(path))
+            except (ConnectionRefusedError, FileNotFoundError):  # its loop has gone
+                path.unlink(missing_ok=True)
+            except (BlockingIOError, OSError):
+                pass  # a full queue: that loop has a wake-up pending already
+
+
+class SqliteWakeListener:
+    """Calls `on_wake` whenever another process on this host made work due (SQLite)."""
+
+    def __init__(self, database_url: str, on_wake: Callable[[], None]) -> None:
+        directory = sqlite_wake_dir(database_url)
+        assert directory is not None
+        self._path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        self._on_wake = on_wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wake-listener", daemon=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(self._path))
+        self._socket.settimeout(1.0)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+        self._path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._socket.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._on_wake()
 
 
 class WakeListener:
