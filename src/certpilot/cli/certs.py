@@ -19,8 +19,8 @@ app = typer.Typer(help="Certificates: request, inspect, renew, export.", no_args
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 WaitFlag = Annotated[bool, typer.Option("--wait", help="Issue now, in this process, and report the outcome.")]
 
-def _attempt_and_report(ctx: App, name: str, json_out: bool = False) -> None:
-    report = issuance.attempt_or_wait(ctx, name, actor=local_actor())
+def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str | None = None) -> None:
+    report = issuance.attempt_or_wait(ctx, name, actor=local_actor(), owner=holder)
     if issuance.is_success(report):
         if not json_out:
             say(f"certificate {name}: revision {report.revision} issued")
@@ -57,15 +57,16 @@ def request(
             raise InvalidInput(f"--param {k} is given twice", field="dynamic_params")
         values[k] = v
     with open_app() as ctx:
+        holder = issuance.new_holder(ctx) if wait else None
         service.request_certificate(
             ctx, name, profile=profile, subject=subject, subject_alt_names=san or [], key=spec,
-            hsm_group=hsm_group, dynamic_params=values, actor=local_actor(),
+            hsm_group=hsm_group, dynamic_params=values, actor=local_actor(), hold_for=holder,
         )
         if not json_:
             say(f"certificate {name} requested")
         try:
             if wait:
-                _attempt_and_report(ctx, name, json_)
+                _attempt_and_report(ctx, name, json_, holder)
         finally:
             if json_:
                 print_json(certificate_view(service.get_certificate(ctx, name)))
@@ -165,9 +166,10 @@ def events(name: str, json_: JsonFlag = False) -> None:
 def renew(name: str, wait: WaitFlag = False) -> None:
     """Renew with a new key pair now (or, without --wait, at the renewal loop's next pass)."""
     with open_app() as ctx:
-        service.request_renewal(ctx, name, actor=local_actor())
+        holder = issuance.new_holder(ctx) if wait else None
+        service.request_renewal(ctx, name, actor=local_actor(), hold_for=holder)
         if wait:
-            _attempt_and_report(ctx, name)
+            _attempt_and_report(ctx, name, holder=holder)
         else:
             say(f"certificate {name}: renewal requested")
 

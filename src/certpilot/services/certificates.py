@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from certpilot.services.hsm import destroy_keys
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
 from certpilot.store import hsm as hsm_repo
+from certpilot.store import schedule
 from certpilot.store.events import list_events, record_event
 from certpilot.store.wakeup import notify_wake
 
@@ -108,8 +110,10 @@ def request_certificate(
     dynamic_params: Mapping[str, str] | None = None,
     add_cn_to_sans: bool = True,
     actor: str,
+    hold_for: str | None = None,
 ) -> Certificate:
-    """Create the certificate in phase `pending`; issuance happens in `issuance.attempt`."""
+    """Create the certificate in phase `pending`; issuance happens in `issuance.attempt`.
+    With `hold_for`, that holder leases it in the same transaction (see `_hold`)."""
     check_name(name, "certificate")
     given = SpecInput(profile, subject, subject_alt_names, key, hsm_group, dynamic_params, add_cn_to_sans)
     now = app.clock.now()
@@ -119,9 +123,22 @@ def request_certificate(
         record_event(session, at=now, actor=actor, kind=EventKind.CERT_REQUESTED, object_type="certificate",
                      object_name=name, details={"profile": profile, "common_name": subject.common_name,
                                                 "key": str(spec.key)})
+        if hold_for is not None:
+            _hold(app, session, name, hold_for, now)
         notify_wake(session)
     app.work_is_due()
     return cert
+
+
+def _hold(app: App, session: Session, name: str, holder: str, now: dt.datetime) -> None:
+    """Lease `name` to `holder` in the transaction that made it due, so that no renewal
+    loop takes it (and finishes it) before the holder's own attempt (`--wait`,
+    `?wait=true`). When a worker holds it already, the holder waits for that attempt."""
+    try:
+        schedule.claim(session, name, owner=holder, now=now,
+                       lease_until=now + dt.timedelta(seconds=app.settings.lease_margin_s))
+    except Conflict:
+        pass
 
 
 def update_certificate(app: App, name: str, given: SpecInput, *, actor: str) -> tuple[Certificate, bool]:
@@ -182,13 +199,16 @@ def certificate_events(app: App, name: str) -> list[Event]:
         return list_events(session, object_type="certificate", object_name=name)
 
 
-def request_renewal(app: App, name: str, *, actor: str) -> None:
-    """Mark the certificate for renewal now, skipping any backoff wait."""
+def request_renewal(app: App, name: str, *, actor: str, hold_for: str | None = None) -> None:
+    """Mark the certificate for renewal now, skipping any backoff wait; with `hold_for`,
+    that holder leases it in the same transaction (see `_hold`)."""
     now = app.clock.now()
     with app.db.transaction() as session:
         repo.request_renewal(session, name, now)
         record_event(session, at=now, actor=actor, kind=EventKind.CERT_RENEWAL_REQUESTED,
                      object_type="certificate", object_name=name)
+        if hold_for is not None:
+            _hold(app, session, name, hold_for, now)
         notify_wake(session)
     app.work_is_due()
 

@@ -116,11 +116,18 @@ def attempt(app: App, name: str, *, actor: str | None = None, owner: str | None 
 WAIT_POLL_S = 0.2
 
 
-def attempt_or_wait(app: App, name: str, *, actor: str, timeout_s: float = 600.0) -> AttemptReport:
+def new_holder(app: App) -> str:
+    """A lease holder's name for one request (`hold_for=` of the certificate services)."""
+    return f"{app.worker_id}:{uuid.uuid4().hex[:8]}"
+
+
+def attempt_or_wait(app: App, name: str, *, actor: str, owner: str | None = None,
+                    timeout_s: float = 600.0) -> AttemptReport:
     """Run one attempt now, or, when a renewal loop has just taken the certificate, wait
-    for its attempt to end and report that one (`--wait`, `?wait=true`)."""
+    for its attempt to end and report that one (`--wait`, `?wait=true`). `owner`: the
+    holder that leased the certificate when the request made it due."""
     try:
-        return attempt(app, name, actor=actor)
+        return attempt(app, name, actor=actor, owner=owner)
     except Conflict:
         pass
     deadline = monotonic_s() + timeout_s

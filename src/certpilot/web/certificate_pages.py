@@ -77,25 +77,26 @@ async def create_certificate(request: Request, user: PageOperator, _: Csrf) -> R
     try:
         subject = make_subject(*(form.get(f, "") for f in SUBJECT_FIELDS))
         sans = [line.strip() for line in form.get("subject_alt_names", "").splitlines() if line.strip()]
+        holder = issuance.new_holder(app) if "issue_now" in form else None
         service.request_certificate(
             app, name, profile=profile, subject=subject, subject_alt_names=sans,
             key=KeySpec.parse(form.get("key", "ec:p256")), hsm_group=form.get("hsm_group") or None,
-            dynamic_params=dynamic, actor=user.actor,
+            dynamic_params=dynamic, actor=user.actor, hold_for=holder,
         )
     except CertpilotError as exc:
         field = error_field(exc)
         return _new_form(request, user, form=form, selected=profile or None, errors={field: str(exc)},
                          status_code=422)
     if "issue_now" in form:
-        _attempt(request, name, user.actor)
+        _attempt(request, name, user.actor, holder)
     else:
         flash(request, "ok", f"Certificate {name} requested; the renewal loop will issue it.")
     return redirect(f"/certificates/{name}")
 
 
-def _attempt(request: Request, name: str, actor: str) -> None:
+def _attempt(request: Request, name: str, actor: str, holder: str | None) -> None:
     try:
-        report = issuance.attempt_or_wait(request.app.state.certpilot, name, actor=actor)
+        report = issuance.attempt_or_wait(request.app.state.certpilot, name, actor=actor, owner=holder)
     except CertpilotError as exc:
         flash(request, "error", str(exc))
         return
@@ -117,8 +118,10 @@ def certificate_page(request: Request, name: str, user: PageViewer) -> HTMLRespo
 
 @router.post("/certificates/{name}/renew")
 def renew(request: Request, name: str, user: PageOperator, _: Csrf) -> Response:
-    service.request_renewal(request.app.state.certpilot, name, actor=user.actor)
-    _attempt(request, name, user.actor)
+    app = request.app.state.certpilot
+    holder = issuance.new_holder(app)
+    service.request_renewal(app, name, actor=user.actor, hold_for=holder)
+    _attempt(request, name, user.actor, holder)
     return redirect(f"/certificates/{name}")
 
 

@@ -66,7 +66,8 @@ def issued(client: TestClient, tokens: RoleTokens, test_ca: LocalCA) -> dict[str
     r = client.post("/api/v1/certificates?wait=true", headers=admin, json=certificate_body("web1"))
     assert r.status_code == 201, r.text
     r = client.post("/api/v1/certificates?wait=true", headers=admin, json=certificate_body("down1", "down"))
-    assert r.status_code == 202 and r.json()["status"]["phase"] == "failed", r.text
+    assert r.status_code == 502 and "the attempt ended failed" in r.json()["detail"], r.text
+    assert client.get("/api/v1/certificates/down1", headers=admin).json()["status"]["phase"] == "failed"
     return client.get("/api/v1/certificates/web1", headers=admin).json()  # type: ignore[no-any-return]
 
 

@@ -412,6 +412,28 @@ def test_unknown_and_duplicate_names_are_problems(client: TestClient, admin: dic
     assert_problem(r, 422)
 
 
+def test_wait_true_answers_with_the_attempts_outcome(client: TestClient, admin: dict[str, str],
+                                                     corp: dict[str, Any]) -> None:
+    """The rule for `?wait=true`: issued -> 201 (new) / 200 (renewed) with the certificate;
+    not issued -> 502 with the attempt's error; without `wait` -> 202, nothing tried yet."""
+    r = client.post(f"{CERTS}?wait=true", headers=admin, json=certificate_body("web1"))
+    assert r.status_code == 201 and r.json()["status"]["revision"] == 1, r.text
+    r = client.post(f"{CERTS}/web1/renew?wait=true", headers=admin)
+    assert r.status_code == 200 and r.json()["status"]["revision"] == 2, r.text
+    assert client.post(f"{CERTS}/web1/renew", headers=admin).status_code == 202
+
+    down = "def certificate_request(csr, common_name, args_dict):\n    raise RuntimeError('CA is down')\n"
+    r = client.put("/api/v1/scripts/local-ca", headers=admin, json={"source": down, "timeout_s": 30})
+    assert r.status_code == 200, r.text
+    r = client.post(f"{CERTS}/web1/renew?wait=true", headers=admin)
+    assert_problem(r, 502, "CA is down")
+    status = client.get(f"{CERTS}/web1", headers=admin).json()["status"]
+    assert (status["revision"], status["failures"]) == (2, 1)  # the served revision stays
+    r = client.post(f"{CERTS}?wait=true", headers=admin, json=certificate_body("web2"))
+    assert_problem(r, 502, "CA is down")
+    assert client.get(f"{CERTS}/web2", headers=admin).json()["status"]["phase"] == "failed"
+
+
 # --- written as read -----------------------------------------------------------------
 
 
@@ -520,5 +542,5 @@ def test_wait_issues_once_while_the_loop_runs(api_app: App, admin: dict[str, str
             time.sleep(0.05)
         revisions = served.get(f"{CERTS}/web1/revisions", headers=admin).json()
         attempts = served.get(f"{CERTS}/web1/attempts", headers=admin).json()
-    assert [a["outcome"] for a in attempts] == ["issued"] * (1 + RENEWALS), "one attempt per request"
+    assert [a["outcome"] for a in attempts] == ["issued"] * (1 + RENEWALS), f"one attempt per request: {attempts}"
     assert [x["revision"] for x in revisions] == list(range(1 + RENEWALS, 0, -1)), "one revision per request"

@@ -18,6 +18,7 @@ from certpilot.api.schemas import (
     RevisionOut,
     SpecIn,
 )
+from certpilot.domain.errors import IssuerFailed
 from certpilot.domain.model import KeySpec, Phase, make_subject
 from certpilot.services import certificates as service
 from certpilot.services import issuance
@@ -59,17 +60,20 @@ def list_certificates(
 
 
 @router.post("", response_model=CertificateOut, status_code=202,
-             responses={201: {"model": CertificateOut, "description": "issued (with ?wait=true)"}})
+             responses={201: {"model": CertificateOut, "description": "issued (with ?wait=true)"},
+                        502: {"description": "with ?wait=true: the attempt ended without a certificate"}})
 def request_certificate(body: CertificateIn, response: Response, app: CertpilotApp, who: Operator,
                         wait: bool = False) -> dict:
     given = _spec_input(body.spec)
+    holder = issuance.new_holder(app) if wait else None
     service.request_certificate(
         app, body.name, profile=given.profile, subject=given.subject, subject_alt_names=given.subject_alt_names,
         key=given.key, hsm_group=given.hsm_group, dynamic_params=given.dynamic_params, actor=who.actor,
+        hold_for=holder,
     )
     if wait:
-        report = issuance.attempt_or_wait(app, body.name, actor=who.actor)
-        response.status_code = 201 if issuance.is_success(report) else 202
+        _raise_unless_issued(issuance.attempt_or_wait(app, body.name, actor=who.actor, owner=holder))
+        response.status_code = 201
     return certificate_view(service.get_certificate(app, body.name))
 
 
@@ -90,13 +94,26 @@ def remove_certificate(name: str, app: CertpilotApp, who: Operator) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{name}/renew", response_model=CertificateOut, status_code=202)
+@router.post("/{name}/renew", response_model=CertificateOut, status_code=202,
+             responses={200: {"model": CertificateOut, "description": "renewed (with ?wait=true)"},
+                        502: {"description": "with ?wait=true: the attempt ended without a certificate"}})
 def renew_certificate(name: str, response: Response, app: CertpilotApp, who: Operator, wait: bool = False) -> dict:
-    service.request_renewal(app, name, actor=who.actor)
+    holder = issuance.new_holder(app) if wait else None
+    service.request_renewal(app, name, actor=who.actor, hold_for=holder)
     if wait:
-        report = issuance.attempt_or_wait(app, name, actor=who.actor)
-        response.status_code = 200 if issuance.is_success(report) else 202
+        _raise_unless_issued(issuance.attempt_or_wait(app, name, actor=who.actor, owner=holder))
+        response.status_code = 200
     return certificate_view(service.get_certificate(app, name))
+
+
+def _raise_unless_issued(report: issuance.AttemptReport) -> None:
+    """The one rule for `?wait=true`: the answer is the attempt's outcome. Issued: 201 for a
+    new certificate, 200 for a renewal, with the certificate. Not issued: 502 (the issuer
+    failed) with the attempt's outcome and error; the certificate stays as the attempt
+    left it (`failed`, or still serving its previous revision) and is retried with backoff."""
+    if not issuance.is_success(report):
+        raise IssuerFailed(f"certificate {report.name!r}: the attempt ended {report.outcome.value}: {report.error}",
+                           outcome=report.outcome.value)
 
 
 @router.get("/{name}/pem", response_class=PlainTextResponse,
