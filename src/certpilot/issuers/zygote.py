@@ -27,10 +27,9 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 
 from certpilot.issuers import sandbox
-from certpilot.issuers.host import SOCKET_FD, descendants_from_proc
+from certpilot.issuers.host import SOCKET_FD, kill_descendants
 from certpilot.issuers.host import run as run_host
 from certpilot.issuers.messages import HostSpec
 
@@ -93,7 +92,7 @@ def _supervise(spec: HostSpec, fds: list[int]) -> None:
         os.close(fd)
     _, wait_status = os.waitpid(host_pid, 0)
     host_pid = 0
-    _kill_left_behind()
+    kill_descendants(signal_scoped=False)  # what the host left behind, re-parented here
     report = {"exit_status": os.WEXITSTATUS(wait_status)} if os.WIFEXITED(wait_status) else {}
     if os.WIFSIGNALED(wait_status):
         report = {"signal": signal.Signals(os.WTERMSIG(wait_status)).name}
@@ -103,22 +102,6 @@ def _supervise(spec: HostSpec, fds: list[int]) -> None:
         pass
     shutil.rmtree(host_dir, ignore_errors=True)
     os._exit(0)
-
-
-def _kill_left_behind() -> None:
-    me = os.getpid()
-    for _ in range(1000):
-        for pid in descendants_from_proc(me):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            return
-        time.sleep(0.002)
 
 
 def _reaped() -> set[int]:
