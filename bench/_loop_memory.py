@@ -37,7 +37,7 @@ def main() -> None:
     from certpilot.store.tables import CertificateRow, CertificateStatusRow
 
     rss["after_imports"] = status_kb("self", "VmRSS")
-    app = App(Settings(data_dir=Path(cfg["data_dir"]), database_url=cfg["url"], workers=2))
+    app = App(Settings(data_dir=Path(cfg["data_dir"]), database_url=cfg["url"]))
     reconciler = Reconciler(app)
     rss["after_start"] = status_kb("self", "VmRSS")
     due = cfg["due"]

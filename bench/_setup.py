@@ -78,7 +78,7 @@ def _start_app(url: str, data_dir: Path, ca: LocalCA) -> App:
         upgrade(engine)
     finally:
         engine.dispose()
-    app = App(Settings(data_dir=data_dir, database_url=url, workers=WORKERS))
+    app = App(Settings(data_dir=data_dir, database_url=url))
     try:
         add_script(app, SCRIPT, bundled_local_ca_source(), actor=ACTOR)
         create_profile(app, PROFILE, script=SCRIPT, params=local_ca_params(ca), actor=ACTOR)

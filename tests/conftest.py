@@ -94,7 +94,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     create_master_key_file(data_dir / "master.key")
-    return Settings(data_dir=data_dir, database_url=database_url, workers=2, reconcile_interval_s=1)
+    return Settings(data_dir=data_dir, database_url=database_url, reconcile_interval_s=1)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -16,7 +15,6 @@ class Settings(BaseSettings):
     database_url: str | None = None
     master_key_file: Path | None = None
     reconcile_interval_s: float = Field(default=30.0, gt=0)
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     lease_margin_s: float = Field(default=60.0, gt=0)  # a lease lasts the script's timeout plus this
     hsm_key_grace_days: float | None = Field(default=None, ge=0)  # unset: keep while the revision is in history
     script_memory_limit_mb: int = Field(default=2048, ge=0)

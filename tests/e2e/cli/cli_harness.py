@@ -81,7 +81,6 @@ class Cli:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
-        env["CERTPILOT_WORKERS"] = "2"
         if self.settings_via == "env":
             env["CERTPILOT_DATA_DIR"] = str(self.data_dir)
             if self.database_url is not None:

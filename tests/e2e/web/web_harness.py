@@ -74,7 +74,6 @@ def clean_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
     env.update({
         "CERTPILOT_DATA_DIR": str(data_dir),
-        "CERTPILOT_WORKERS": "2",
         "CERTPILOT_RECONCILE_INTERVAL_S": "5",
         "PYTHONUNBUFFERED": "1",
     })
@@ -168,7 +167,7 @@ def seed(data_dir: Path, ca: LocalCA) -> None:
     from certpilot.services import certificates, profiles, scripts
     from certpilot.services.app import App
 
-    settings = Settings(data_dir=data_dir, database_url=None, master_key_file=None, workers=1)
+    settings = Settings(data_dir=data_dir, database_url=None, master_key_file=None)
     with App(settings) as app:
         scripts.add_script(app, SEED_SCRIPT, EXAMPLE_ISSUER.read_text(), actor="test:seed")
         profiles.create_profile(app, SEED_PROFILE, script=SEED_SCRIPT, actor="test:seed", params=[

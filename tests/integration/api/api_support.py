@@ -172,7 +172,6 @@ def server_env(settings: Settings) -> dict[str, str]:
         CERTPILOT_DATA_DIR=str(settings.data_dir),
         CERTPILOT_DATABASE_URL=settings.effective_database_url,
         CERTPILOT_RECONCILE_INTERVAL_S="1",
-        CERTPILOT_WORKERS="2",
     )
     return env
 

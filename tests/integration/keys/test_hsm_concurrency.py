@@ -89,7 +89,7 @@ def has_finished_a_pass(app: App, worker: WorkerProcess) -> bool:
 def test_two_worker_processes_issue_hsm_certificates_on_one_token(
     hsm_app: App, softhsm: SoftHsm, start_worker: StartWorker
 ) -> None:
-    env = worker_env(hsm_app.settings, CERTPILOT_WORKERS="1", CERTPILOT_MAX_IN_FLIGHT="2", SOFTHSM2_CONF=str(softhsm.conf))
+    env = worker_env(hsm_app.settings, CERTPILOT_MAX_IN_FLIGHT="2", SOFTHSM2_CONF=str(softhsm.conf))
     workers = [start_worker(name, env) for name in ("a", "b")]
 
     def both_running() -> bool:

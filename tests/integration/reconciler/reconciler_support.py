@@ -267,7 +267,6 @@ def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
         CERTPILOT_DATA_DIR=str(settings.data_dir),
         CERTPILOT_DATABASE_URL=settings.effective_database_url,
         CERTPILOT_RECONCILE_INTERVAL_S="1",
-        CERTPILOT_WORKERS="2",
     )
     env.update(overrides)
     return env

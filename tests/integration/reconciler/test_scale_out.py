@@ -52,7 +52,7 @@ def test_three_workers_issue_three_hundred_due_certificates_exactly_once(
     with ThreadPoolExecutor(max_workers=REQUEST_THREADS) as pool:  # requested and left pending: all due together
         list(pool.map(lambda name: request(app, name, profile=PROFILE, key=key), names))
 
-    env = worker_env(app.settings, CERTPILOT_WORKERS=str(THREADS_PER_WORKER))
+    env = worker_env(app.settings, CERTPILOT_MAX_IN_FLIGHT=str(THREADS_PER_WORKER))
     workers = [start_worker(f"w{i}", env) for i in range(WORKERS)]
 
     def any_died() -> str | None:
