@@ -1,0 +1,26 @@
+"""HSM groups carry their module environment (issue 13)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-03
+
+Reserved in the chain so the second-wave changes can land in any order; it
+changes nothing until its feature fills it in.
+"""
+
+from alembic import op  # noqa: F401
+import sqlalchemy as sa  # noqa: F401
+
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
