@@ -28,6 +28,8 @@ import pwd
 import signal
 from dataclasses import dataclass
 
+from certpilot.domain.paths import guard, reach
+
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -284,9 +286,7 @@ def python_read_paths(sys_path: list[str], prefixes: list[str]) -> list[str]:
 
 def without_forbidden(paths: list[str], forbidden: list[str]) -> list[str]:
     """`paths` less any that is, contains or lies inside a forbidden path (the data dir,
-    the master key, the database): a grant can never reach them."""
-    def covers(grant: str, secret: str) -> bool:
-        return secret == grant or secret.startswith(grant.rstrip("/") + "/") or grant.startswith(secret.rstrip("/") + "/")
-
-    real_forbidden = [os.path.realpath(f) for f in forbidden if f]
-    return [p for p in paths if not any(covers(os.path.realpath(p), f) for f in real_forbidden)]
+    the master key, the database), by the same rule that refuses such a grant: a grant
+    can never reach them."""
+    guarded = guard([("protected path", f) for f in forbidden])
+    return [p for p in paths if reach(p, guarded) is None]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import posixpath
 from collections.abc import Iterable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from certpilot.domain.errors import InvalidInput
 from certpilot.domain.model import (
     DEFAULT_CONCURRENCY,
     DEFAULT_KEY_SPEC,
+    DEFAULT_MAX_PENDING_DAYS,
     DEFAULT_WARNING_DAYS,
     PARAM_NAME_RE,
     SENSITIVE_MASK,
@@ -22,6 +23,7 @@ from certpilot.domain.model import (
     SandboxSettings,
     check_name,
 )
+from certpilot.domain.paths import guard, reach
 from certpilot.services.app import App
 from certpilot.store import profiles as repo
 from certpilot.store.events import record_event
@@ -60,8 +62,12 @@ def check_params(params: Sequence[ProfileParam]) -> tuple[ProfileParam, ...]:
     return tuple(params)
 
 
+MAX_PENDING_DAYS_LIMIT = 365
+
+
 def check_renewal(
-    renew_before_days: int | None, renew_before_percent: float | None, warning_days: Sequence[int] | None
+    renew_before_days: int | None, renew_before_percent: float | None, warning_days: Sequence[int] | None,
+    max_pending_days: int | None = None,
 ) -> RenewalSettings:
     if renew_before_days is not None and renew_before_percent is not None:
         raise InvalidInput("give either renew_before_days or renew_before_percent, not both", field="renew_before_days")
@@ -72,10 +78,13 @@ def check_renewal(
     days = tuple(warning_days) if warning_days is not None else DEFAULT_WARNING_DAYS
     if any(d < 0 or d > 3650 for d in days):
         raise InvalidInput("warning days must be between 0 and 3650", field="warning_days")
+    if max_pending_days is not None and not 1 <= max_pending_days <= MAX_PENDING_DAYS_LIMIT:
+        raise InvalidInput(f"max_pending_days must be between 1 and {MAX_PENDING_DAYS_LIMIT}", field="max_pending_days")
     return RenewalSettings(
         renew_before_days=renew_before_days,
         renew_before_percent=renew_before_percent,
         warning_days=tuple(sorted(set(days), reverse=True)),
+        max_pending_days=max_pending_days if max_pending_days is not None else DEFAULT_MAX_PENDING_DAYS,
     )
 
 
@@ -99,31 +108,6 @@ def _normalised_path(path: object, field: str) -> str:
     return "/" + posixpath.normpath(path).lstrip("/")  # normpath keeps a leading "//"
 
 
-def _path_forms(path: str | Path) -> list[PurePosixPath]:
-    """The path as given (made absolute), then with its symlinks resolved as far as they exist."""
-    forms = [PurePosixPath(os.path.abspath(path))]
-    try:
-        resolved = PurePosixPath(os.path.realpath(path))
-    except (OSError, ValueError):
-        return forms  # not resolvable: the path as given is still checked
-    return forms if resolved == forms[0] else [*forms, resolved]
-
-
-def _reach(path: str, guarded: Sequence[tuple[str, PurePosixPath]]) -> str | None:
-    """How a grant of `path` would reach a guarded path, in words; None when it does not.
-    `guarded` is ordered most specific first."""
-    forms = _path_forms(path)
-    for what, guard in guarded:
-        if guard in forms:
-            return f"is certpilot's {what} ({guard})"
-        if any(form.is_relative_to(guard) for form in forms):
-            return f"lies inside certpilot's {what} ({guard})"
-    for what, guard in reversed(guarded):
-        if any(guard.is_relative_to(form) for form in forms):
-            return f"contains certpilot's {what} ({guard})"
-    return None
-
-
 def check_sandbox(
     concurrency: int,
     allow_read: Iterable[str],
@@ -140,7 +124,7 @@ def check_sandbox(
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidInput(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}",
                            field="concurrency")
-    guarded = [(what, form) for what, path in protected for form in _path_forms(path)]
+    guarded = guard(protected)
     grants: dict[str, tuple[str, ...]] = {}
     for field, paths in (("allow_read", allow_read), ("allow_write", allow_write)):
         if isinstance(paths, str):
@@ -149,10 +133,10 @@ def check_sandbox(
         if len(checked) > MAX_GRANTED_PATHS:
             raise InvalidInput(f"{field} takes at most {MAX_GRANTED_PATHS} paths", field=field)
         for path in checked:
-            reach = _reach(path, guarded)
-            if reach is not None:
+            how = reach(path, guarded)
+            if how is not None:
                 raise InvalidInput(
-                    f"{field} path {path!r} {reach}: a script may never reach certpilot's data dir, "
+                    f"{field} path {path!r} {how}: a script may never reach certpilot's data dir, "
                     "master key or database",
                     field=field,
                 )
@@ -184,11 +168,12 @@ def create_profile(
     concurrency: int = DEFAULT_CONCURRENCY,
     allow_read: Sequence[str] = (),
     allow_write: Sequence[str] = (),
+    max_pending_days: int | None = None,
     actor: str,
 ) -> Profile:
     check_name(name, "profile")
     checked = check_params(params)
-    renewal = check_renewal(renew_before_days, renew_before_percent, warning_days)
+    renewal = check_renewal(renew_before_days, renew_before_percent, warning_days, max_pending_days)
     sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
     now = app.clock.now()
     with app.db.transaction() as session:
@@ -218,17 +203,21 @@ def update_profile(
     concurrency: int = DEFAULT_CONCURRENCY,
     allow_read: Sequence[str] = (),
     allow_write: Sequence[str] = (),
+    max_pending_days: int | None = None,
     actor: str,
 ) -> Profile:
-    """Replace a profile's settings (the sandbox too: what is not given is back to its default).
-    A sensitive param whose value is `***` keeps its stored value."""
+    """Replace a profile's settings (the sandbox too: what is not given is back to its default;
+    `max_pending_days` None keeps the stored one). A sensitive param whose value is `***` keeps
+    its stored value."""
     keep = frozenset(p.name for p in params if p.sensitive and not p.dynamic and p.value == SENSITIVE_MASK)
     checked = check_params(params)
-    renewal = check_renewal(renew_before_days, renew_before_percent, warning_days)
+    renewal = check_renewal(renew_before_days, renew_before_percent, warning_days, max_pending_days)
     sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
     now = app.clock.now()
     with app.db.transaction() as session:
         before = repo.get_profile(session, name)
+        if max_pending_days is None:
+            renewal = dataclasses.replace(renewal, max_pending_days=before.renewal.max_pending_days)
         profile = repo.replace_profile(
             session, app.sealer, name=name, script=script, params=checked, keep_sensitive=keep,
             renewal=renewal, default_key=default_key, sandbox=sandbox, now=now,
