@@ -17,7 +17,7 @@ from certpilot.services.views import attempt_view, certificate_view, event_view,
 
 app = typer.Typer(help="Certificates: request, inspect, renew, export.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
-WaitFlag = Annotated[bool, typer.Option("--wait", help="Issue now, in this process, and report the outcome.")]
+WaitFlag = Annotated[bool, typer.Option("--wait/--no-wait", help="Issue now, in this process, and report the outcome.")]
 
 def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str | None = None) -> None:
     report = issuance.attempt_or_wait(ctx, name, actor=local_actor(), owner=holder)
@@ -125,9 +125,9 @@ def history(name: str, json_: JsonFlag = False) -> None:
         print_json(revisions)
         return
     print_table(
-        ["REV", "SERIAL", "NOT_BEFORE", "NOT_AFTER", "PUBLIC_KEY_SHA256", ""],
+        ["REV", "SERIAL", "NOT_BEFORE", "NOT_AFTER", "PUBLIC_KEY_SHA256", "SERVED"],
         [(r["revision"], r["serial"], r["not_before"], r["not_after"], r["public_key_sha256"][:16],
-          "served" if r["current"] else "") for r in revisions],
+          "yes" if r["current"] else "no") for r in revisions],
         empty="no revision issued yet",
     )
 
@@ -141,10 +141,23 @@ def attempts(name: str, json_: JsonFlag = False) -> None:
         print_json(rows)
         return
     print_table(
-        ["ID", "KIND", "STARTED", "OUTCOME", "MS", "ERROR"],
-        [(a["id"], a["kind"], a["started_at"], a["outcome"] or "running", a["duration_ms"], a["error"]) for a in rows],
+        ["ID", "KIND", "STARTED", "OUTCOME", "MS", "ERROR", "OUTPUT"],
+        [(a["id"], a["kind"], a["started_at"], a["outcome"] or "running", a["duration_ms"], a["error"],
+          output_excerpt(a["output"])) for a in rows],
         empty="no attempts yet",
     )
+
+OUTPUT_EXCERPT_CHARS = 100
+
+def output_excerpt(output: str | None, limit: int = OUTPUT_EXCERPT_CHARS) -> str | None:
+    """An attempt's output on one table line: its non-blank lines joined with ` | `,
+    cut to `limit` characters with the count left out (`--json` shows all of it)."""
+    text = " | ".join(line.strip() for line in (output or "").splitlines() if line.strip())
+    if not text:
+        return None
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()}… (+{len(text) - limit} chars, --json for all)"
 
 @app.command("events")
 @settings_flags

@@ -17,11 +17,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Data directory [env: CERTPILOT_DATA_DIR; default ./certpilot-data]", show_default=False),
+    typer.Option("--data-dir", help="Data directory (default: $CERTPILOT_DATA_DIR, else ./certpilot-data in the current directory).", show_default=False),
 ]
 DatabaseUrlOption = Annotated[
     str | None,
-    typer.Option("--database-url", help="Database URL [env: CERTPILOT_DATABASE_URL; default SQLite in the data dir]", show_default=False),
+    typer.Option("--database-url", help="Database URL (default: $CERTPILOT_DATABASE_URL, else SQLite in the data dir).", show_default=False),
 ]
 
 # One command runs per invocation; the root callback resets this at its start.

@@ -10,11 +10,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from certpilot.cli import certs, hsm, profiles, scripts, users
 from certpilot.cli.context import DatabaseUrlOption, DataDirOption, load_settings, open_app, remember_overrides, reset_overrides, settings_flags
 from certpilot.cli.output import error, say
+from certpilot.cli.usage import CertpilotGroup
 from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.services.app import App, local_actor
 
 app = typer.Typer(
     name="certpilot",
+    cls=CertpilotGroup,
     help="Obtain CA-signed certificates through issuer scripts and keep them renewed.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

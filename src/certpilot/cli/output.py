@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 # Piped output is read by programs or kept in logs: never cut a value to fit 80 columns.
 _console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
@@ -23,7 +24,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty:
         return
     table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for row in rows:
-        table.add_row(*["-" if v is None else str(v) for v in row])
+        # Text, not markup: a value (a script's output, an error) may hold `[...]`
+        table.add_row(*[Text("-" if v is None else str(v)) for v in row])
     _console.print(table)
 
 def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:

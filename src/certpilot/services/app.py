@@ -38,7 +38,10 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self.random_fraction = random_fraction or random.random
         if check_schema and settings.database_url is None and not (settings.data_dir / "certpilot.db").exists():
-            raise ConfigurationError(f"no certpilot database in {settings.data_dir}: run `certpilot init` first")
+            raise ConfigurationError(
+                f"no certpilot database in {settings.data_dir.resolve()}: point at your data dir with "
+                "--data-dir or CERTPILOT_DATA_DIR, or create one there with `certpilot init`"
+            )
         self.db = Database(settings.effective_database_url)
         if check_schema:
             self.db.check_ready()
