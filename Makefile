@@ -40,7 +40,7 @@ test: dev-venv debs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	$(BIN)/python bench/issue.py
+	$(BIN)/python -m bench $(or $(SCENARIO),issue) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

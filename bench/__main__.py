@@ -5,10 +5,15 @@ started directly (`.venv/bin/python bench/SCENARIO.py [flags]`): the flags go to
 it unchanged, `python -m bench SCENARIO --help` lists them. Common to all:
 `--quick` (a smoke run), `--json` (figures as JSON), `--repeat`, and the
 PostgreSQL server in `--postgres-url` / $CERTPILOT_BENCH_POSTGRES_URL.
+
+A full run started here keeps its figures: without `--json` or `--quick`, they
+go to `bench/results/SCENARIO-YYYY-MM-DD.json` (UTC date), beside the earlier
+runs, so bench/README.md can cite the file each table came from.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import runpy
 import sys
 from pathlib import Path
@@ -32,6 +37,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def results_file(name: str, today: dt.date | None = None) -> Path:
+    """Where a full run of `name` keeps its figures: one file per scenario and UTC day."""
+    day = today or dt.datetime.now(dt.timezone.utc).date()
+    return HERE / "results" / f"{name}-{day.isoformat()}.json"
+
+
+def scenario_flags(name: str, flags: list[str]) -> list[str]:
+    """The flags given, plus `--json` to the dated results file for a full run."""
+    if {"--json", "--quick", "-h", "--help"} & {flag.split("=")[0] for flag in flags}:
+        return list(flags)
+    return [*flags, "--json", str(results_file(name))]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -41,7 +59,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown scenario {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     script = HERE / SCENARIOS[name][0]
-    sys.argv = [str(script), *rest]
+    sys.argv = [str(script), *scenario_flags(name, rest)]
     runpy.run_path(str(script), run_name="__main__")  # the script ends with sys.exit(main())
     return 0
 

@@ -9,7 +9,7 @@ Per database (SQLite, PostgreSQL): 4 certificates are issued through the
 services, and 100,000 issued certificates (key + revision copied from those,
 `_bulk.py`) are bulk-loaded, none due (next_action_at 30-60 days ahead). A
 viewer user and an API token are made with `services.users`. Then `certpilot
-serve` runs as a subprocess on 127.0.0.1 (CERTPILOT_WORKERS=2) and another
+serve` runs as a subprocess on 127.0.0.1 (default settings) and another
 process (`_load.py`, async httpx, closed loop) sends, at 8 and at 16 concurrent
 requests, up to 2,000 requests per scenario within 15 s:
 
@@ -222,7 +222,7 @@ def inprocess_threads(backend: Backend, args, threads: int = 8) -> dict[str, dic
 
 def start_server(backend: Backend, root: Path) -> tuple[subprocess.Popen, str, Path]:
     port = _proc.free_port()
-    env = _proc.certpilot_env(backend.app.settings.data_dir, backend.url, workers=_setup.WORKERS)
+    env = _proc.certpilot_env(backend.app.settings.data_dir, backend.url)
     log_path = root / f"serve-{backend.name}.log"
     proc = _proc.start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path, root)
     base = f"http://127.0.0.1:{port}"
@@ -361,7 +361,7 @@ def format_report(result: dict[str, Any], args) -> str:
         f"certpilot API benchmark, {env['date_utc']}, tree {env['git']}",
         f"machine: {env['nproc']} CPUs, {env['cpu_model']}; Python {env['python']}; load average (1 min) "
         f"{min(args.loadavg):.2f}..{max(args.loadavg):.2f} during the run; took {result['elapsed_s'] / 60:.1f} min",
-        f"{args.rows:,} issued certificates; `certpilot serve` (uvicorn, 1 process, CERTPILOT_WORKERS=2) on 127.0.0.1; "
+        f"{args.rows:,} issued certificates; `certpilot serve` (uvicorn, 1 process, default settings) on 127.0.0.1; "
         f"load from another process: async httpx, closed loop, up to {args.requests} requests or {args.time_bound:.0f} s "
         f"per scenario after {args.warmup} uncounted",
     ]

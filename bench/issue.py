@@ -250,7 +250,7 @@ def format_report(result: dict[str, Any]) -> str:
     for name, text in result["backends"].items():
         lines.append(f"{name}: {text}")
     lines.append(f"runs: {cfg['repeat']} repetition(s) of {cfg['count']} EC / {cfg['rsa_count']} RSA certificates per run, "
-                 f"settings.workers = {_setup.WORKERS}; medians over repetitions, (min..max) in brackets; "
+                 f"{_setup.WORKERS} threads issuing; medians over repetitions, (min..max) in brackets; "
                  f"timed runs took {result['timed_runs_s']:.0f} s")
     lines.append("")
     header = f"{'key':9} {'run':26} {'certs/s':>8} {'(min..max)':>15} {'ms/cert':>8} {'p50 ms':>7} {'vs bound':>9}"

@@ -9,7 +9,7 @@ the cost of finding due work among 1,000,000 certificates.
 Part `throughput`: per database, N EC P-256 certificates are issued through the
 services, then all are made due at once (one UPDATE: `next_action_at` = now,
 `renewal_requested`), and 1 or 2 `certpilot worker` processes are started
-(CERTPILOT_WORKERS=2, CERTPILOT_RECONCILE_INTERVAL_S=1). The run ends when every
+(CERTPILOT_MAX_IN_FLIGHT=2, CERTPILOT_RECONCILE_INTERVAL_S=1). The run ends when every
 certificate has its next revision (revision 2 in the first run, 3 in the
 second, ...). Reported: certs/s from the first to the last new revision
 (`issued_at` in the database), certs/s from process start, the time to the
@@ -130,7 +130,7 @@ def renewal_run(backend: Backend, root: Path, prefix: str, count: int, procs: in
     done_q = (select(func.count(RevisionRow.id)).where(RevisionRow.certificate_id.in_(ours))
               .where(RevisionRow.number == target))
     data_dir = backend.app.settings.data_dir
-    env = _proc.certpilot_env(data_dir, backend.url, workers=_setup.WORKERS, reconcile_interval_s=1)
+    env = _proc.certpilot_env(data_dir, backend.url, max_in_flight=_setup.WORKERS, reconcile_interval_s=1)
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     workers: list[subprocess.Popen] = []
@@ -495,7 +495,7 @@ def format_report(result: dict[str, Any], args) -> str:
         b = tp["bound"]
         bound = _med(b, "rate")
         lines += ["", f"renewal throughput: {args.count} EC P-256 certificates made due at once, `certpilot worker` "
-                      f"processes with CERTPILOT_WORKERS={_setup.WORKERS}, interval 1 s; medians of {args.repeat}",
+                      f"processes with CERTPILOT_MAX_IN_FLIGHT={_setup.WORKERS}, interval 1 s; medians of {args.repeat}",
                   f"  bound (crypto only, 1 thread, this process): {bound:.0f} certs/s "
                   f"({min(x['rate'] for x in b):.0f}..{max(x['rate'] for x in b):.0f}), {_med(b, 'cpu_ms'):.2f} ms CPU/cert",
                   f"  {'database/procs':16} {'certs/s':>8} {'(min..max)':>13} {'vs bound':>9} {'from start':>10} "

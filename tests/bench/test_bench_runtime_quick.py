@@ -59,3 +59,19 @@ def test_bench_harness_knows_the_runtime_scenario() -> None:
                              timeout=60)
     for name in ("issue", "renewal", "api", "hsm", "runtime"):
         assert name in listing.stdout
+
+
+def test_a_full_run_keeps_its_figures_in_a_dated_results_file() -> None:
+    sys.path.insert(0, str(REPO))
+    try:
+        from bench.__main__ import results_file, scenario_flags
+    finally:
+        sys.path.remove(str(REPO))
+    import datetime as dt
+
+    dated = results_file("api", dt.date(2026, 12, 3))
+    assert dated == REPO / "bench" / "results" / "api-2026-12-03.json"
+    assert scenario_flags("api", ["--rows", "10"])[:2] == ["--rows", "10"]
+    assert scenario_flags("api", ["--rows", "10"])[2:] == ["--json", str(results_file("api"))]
+    for own_choice in (["--json", "x.json"], ["--json=x.json"], ["--quick"], ["--help"]):
+        assert scenario_flags("api", own_choice) == own_choice, "a run's own --json/--quick/--help is left alone"
