@@ -94,7 +94,9 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     create_master_key_file(data_dir / "master.key")
-    return Settings(data_dir=data_dir, database_url=database_url, reconcile_interval_s=1)
+    # cheap argon2: the suite would otherwise spend most of its time hashing passwords
+    return Settings(data_dir=data_dir, database_url=database_url, reconcile_interval_s=1,
+                    insecure_test_password_hashing=True)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from certpilot.domain.errors import (
     KeyBackendError,
     NotFound,
 )
-from certpilot.services.users import AuthenticationFailed
+from certpilot.services.users import AuthenticationFailed, TooManyAttempts
 
 log = logging.getLogger("certpilot.api")
 
@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[CertpilotError], int, str]] = [
     (Conflict, 409, "Conflict"),
     (InvalidInput, 422, "Invalid input"),
     (AuthenticationFailed, 401, "Unauthorized"),
+    (TooManyAttempts, 429, "Too Many Requests"),
     (IssuerFailed, 502, "Issuer failed"),
     (KeyBackendError, 502, "Key backend error"),
     (ConfigurationError, 503, "Service unavailable"),
@@ -58,6 +59,8 @@ def install(api: FastAPI) -> None:
                 if not _is_api(request):
                     return _html(request, status, title, str(exc))
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                if isinstance(exc, TooManyAttempts):
+                    headers = {"Retry-After": str(exc.retry_after_s)}
                 field = getattr(exc, "field", None)
                 return problem(status, title, str(exc), headers, **({"field": field} if field else {}))
         return problem(500, "Internal error", str(exc))

@@ -269,6 +269,17 @@ class HsmGroupIn(Lenient):
     module_path: str = Field(min_length=1, max_length=1024)
     token_label: str = Field(min_length=1, max_length=32)
     pin: str = Field(min_length=1, max_length=256, description="write-only; responses show ***")
+    role: Literal["admin", "operator", "viewer"] | None = Field(
+        default=None, description="at most the caller's role (a token made with a token: at most that token's)")
+
+
+class PasswordIn(Lenient):
+    password: str = Field(min_length=12, max_length=1024)
+
+
+class LoggedOutOut(BaseModel):
+    sessions_ended: int
+    tokens_revoked: int
 
 
 class HsmGroupOut(BaseModel):
@@ -280,6 +291,8 @@ class HsmGroupOut(BaseModel):
     updated_at: str
 
 
+    parent_id: int | None = None
+    role: str | None = None
 class HsmCheckOut(BaseModel):
     label: str
     manufacturer: str

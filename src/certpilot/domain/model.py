@@ -493,3 +493,6 @@ class HsmGroup:
     token_label: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    token_id: int | None = None  # the API token it came with, if any (a token made with it is its child)
+    parent_id: int | None = None  # the token it was made with (it dies with it)
+    role: Role | None = None  # at most the user's role; None: the user's role

@@ -20,6 +20,7 @@ from certpilot.domain.errors import ConfigurationError
 from certpilot.issuers.runner import Issuer, RunnerConfig, ScriptRunner
 from certpilot.issuers.sandbox import SandboxError
 from certpilot.keys.sealing import Sealer, load_master_key
+from certpilot.services.passwords import Passwords, cheap_hasher
 from certpilot.store.session import Database
 from certpilot.store.wakeup import wake_sqlite_loops
 
@@ -33,6 +34,7 @@ class App:
         random_fraction: Callable[[], float] | None = None,
         check_schema: bool = True,
         issuer: Issuer | None = None,
+        passwords: Passwords | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -50,6 +52,8 @@ class App:
         self._lock = threading.Lock()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake_listeners: list[Callable[[], None]] = []
+        # argon2 with a bound on hashes in flight; tests inject a cheap one (or set the insecure setting)
+        self.passwords = passwords or Passwords(cheap_hasher() if settings.insecure_test_password_hashing else None)
 
     def add_wake_listener(self, listener: Callable[[], None]) -> None:
         """`listener` is called after work was made due in this process (a renewal loop's `wake`)."""

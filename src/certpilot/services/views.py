@@ -153,3 +153,5 @@ def hsm_group_view(group: HsmGroup) -> dict[str, Any]:
         "created_at": timestamp(group.created_at),
         "updated_at": timestamp(group.updated_at),
     }
+        "parent_id": token.parent_id,
+        "role": token.role.value if token.role else None,

@@ -277,3 +277,21 @@ class LoopHeartbeatRow(Base):
     owner: Mapped[str] = mapped_column(String(128), primary_key=True)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_pass_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    # a token made with a token: its parent (it expires no later, carries no more role, dies with it)
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    role: Mapped[str | None] = mapped_column(String(16))  # None: the user's role
+
+    user: Mapped[UserRow] = relationship(lazy="joined")
+
+
+class WebSessionRow(Base):
+    """A web login: the cookie carries a random id whose SHA-256 is stored here, so logging
+    out (or a password change, disable, remove) ends it on the server, not only in the browser."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    session_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

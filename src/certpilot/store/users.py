@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import ApiToken, Role, User
-from certpilot.store.tables import ApiTokenRow, UserRow
+from certpilot.store.tables import ApiTokenRow, UserRow, WebSessionRow
 
 
 def _to_user(row: UserRow) -> User:
@@ -20,6 +20,7 @@ def _to_token(row: ApiTokenRow) -> ApiToken:
     return ApiToken(
         id=row.id, username=row.user.username, name=row.name, prefix=row.prefix, created_at=row.created_at,
         expires_at=row.expires_at, revoked_at=row.revoked_at, last_used_at=row.last_used_at,
+        parent_id=row.parent_id, role=Role(row.role) if row.role else None,
     )
 
 
@@ -58,11 +59,11 @@ def set_password_hash(session: Session, username: str, new_hash: str) -> None:
 
 def add_token(
     session: Session, username: str, *, name: str, token_sha256: str, prefix: str,
-    now: dt.datetime, expires_at: dt.datetime | None,
+    now: dt.datetime, expires_at: dt.datetime | None, parent_id: int | None = None, role: Role | None = None,
 ) -> ApiToken:
     row = ApiTokenRow(
         user=_user_row(session, username), name=name, token_sha256=token_sha256, prefix=prefix,
-        created_at=now, expires_at=expires_at,
+        created_at=now, expires_at=expires_at, parent_id=parent_id, role=role.value if role else None,
     )
     session.add(row)
     session.flush()
@@ -72,6 +73,20 @@ def add_token(
 def find_token(session: Session, token_sha256: str) -> tuple[ApiToken, User] | None:
     row = session.scalar(select(ApiTokenRow).where(ApiTokenRow.token_sha256 == token_sha256))
     return (_to_token(row), _to_user(row.user)) if row else None
+
+
+def ancestors(session: Session, parent_id: int | None) -> list[ApiToken]:
+    """The token's parent, its parent's parent, … (a missing row ends the walk)."""
+    found: list[ApiToken] = []
+    seen: set[int] = set()
+    while parent_id is not None and parent_id not in seen:
+        seen.add(parent_id)
+        row = session.get(ApiTokenRow, parent_id)
+        if row is None:
+            break
+        found.append(_to_token(row))
+        parent_id = row.parent_id
+    return found
 
 
 def touch_token(session: Session, token_id: int, now: dt.datetime) -> None:
@@ -87,10 +102,84 @@ def list_tokens(session: Session, username: str | None = None) -> list[ApiToken]
     return [_to_token(r) for r in session.scalars(query)]
 
 
-def revoke_token(session: Session, token_id: int, now: dt.datetime) -> ApiToken:
+def get_token(session: Session, token_id: int) -> ApiToken:
     row = session.get(ApiTokenRow, token_id)
     if row is None:
         raise NotFound("token", str(token_id))
-    if row.revoked_at is None:
-        row.revoked_at = now
     return _to_token(row)
+
+
+def revoke_token(session: Session, token_id: int, now: dt.datetime) -> ApiToken:
+    """Revoke the token and every token made with it, and theirs (the lineage dies together)."""
+    row = session.get(ApiTokenRow, token_id)
+    if row is None:
+        raise NotFound("token", str(token_id))
+    todo = [row]
+    while todo:
+        current = todo.pop()
+        if current.revoked_at is None:
+            current.revoked_at = now
+        todo.extend(session.scalars(select(ApiTokenRow).where(ApiTokenRow.parent_id == current.id)))
+    return _to_token(row)
+
+
+def revoke_user_tokens(session: Session, username: str, now: dt.datetime) -> int:
+    user = _user_row(session, username)
+    result = session.execute(update(ApiTokenRow).where(ApiTokenRow.user_id == user.id, ApiTokenRow.revoked_at.is_(None))
+                             .values(revoked_at=now))
+    return int(result.rowcount or 0)
+
+
+def set_disabled(session: Session, username: str, disabled: bool) -> User:
+    row = _user_row(session, username)
+    row.disabled = disabled
+    return _to_user(row)
+
+
+def remove_user(session: Session, username: str) -> None:
+    row = _user_row(session, username)
+    session.execute(delete(WebSessionRow).where(WebSessionRow.user_id == row.id))
+    session.execute(delete(ApiTokenRow).where(ApiTokenRow.user_id == row.id))
+    session.delete(row)
+    session.flush()
+
+
+def count_enabled_admins(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(UserRow).where(
+        UserRow.role == Role.ADMIN.value, UserRow.disabled.is_(False))) or 0)
+
+
+# --- web sessions ------------------------------------------------------------------
+
+
+def add_session(session: Session, username: str, session_sha256: str, now: dt.datetime,
+                expires_at: dt.datetime) -> None:
+    session.add(WebSessionRow(user=_user_row(session, username), session_sha256=session_sha256, created_at=now,
+                              expires_at=expires_at))
+    session.flush()
+
+
+def find_session(session: Session, session_sha256: str, now: dt.datetime) -> User | None:
+    """The user of a live session (not revoked, not expired, user enabled), else None."""
+    row = session.scalar(select(WebSessionRow).where(WebSessionRow.session_sha256 == session_sha256))
+    if row is None or row.revoked_at is not None or row.expires_at <= now or row.user.disabled:
+        return None
+    return _to_user(row.user)
+
+
+def revoke_session(session: Session, session_sha256: str, now: dt.datetime) -> None:
+    session.execute(update(WebSessionRow).where(WebSessionRow.session_sha256 == session_sha256,
+                                                WebSessionRow.revoked_at.is_(None)).values(revoked_at=now))
+
+
+def revoke_user_sessions(session: Session, username: str, now: dt.datetime) -> int:
+    user = _user_row(session, username)
+    result = session.execute(update(WebSessionRow).where(WebSessionRow.user_id == user.id,
+                                                         WebSessionRow.revoked_at.is_(None)).values(revoked_at=now))
+    return int(result.rowcount or 0)
+
+
+def purge_sessions(session: Session, before: dt.datetime) -> None:
+    """Forget sessions that expired or were revoked before `before`."""
+    session.execute(delete(WebSessionRow).where(WebSessionRow.expires_at < before))
+    session.execute(delete(WebSessionRow).where(WebSessionRow.revoked_at < before))

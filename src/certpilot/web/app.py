@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from certpilot.services.app import App
-from certpilot.web import certificate_pages, pages
+from certpilot.web import account_pages, certificate_pages, pages
 from certpilot.web.session import SESSION_MAX_AGE_S, LoginRequired, SecurityHeaders, SessionForApi
 
 
@@ -31,6 +31,7 @@ def mount_web(api: FastAPI, app: App, *, https_only: bool) -> None:
     api.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     api.include_router(pages.router)
     api.include_router(certificate_pages.router)
+    api.include_router(account_pages.router)
 
     @api.exception_handler(LoginRequired)
     async def _login_required(request: Request, _: LoginRequired) -> RedirectResponse:

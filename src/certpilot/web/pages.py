@@ -56,6 +56,11 @@ def login(request: Request, _: Csrf, username: Annotated[str, Form()] = "", pass
     except user_service.AuthenticationFailed:
         return render(request, "login.html", title="Log in", next=_safe_next(next), username=username,
                       error="Wrong user name or password.", status_code=401)
+    except user_service.TooManyAttempts as exc:
+        page = render(request, "login.html", title="Log in", next=_safe_next(next), username=username,
+                      error=f"Too many login attempts: try again in {exc.retry_after_s} s.", status_code=429)
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     log_in(request, principal)
     return redirect(_safe_next(next))
 

@@ -1,11 +1,12 @@
-"""Web sessions: a signed cookie (HttpOnly, SameSite=Strict, Secure over TLS), CSRF tokens,
-security headers, and the logged-in user as a `Principal`."""
+"""Web sessions: a signed cookie (HttpOnly, SameSite=Strict, Secure over TLS) carrying a
+random session id that the server checks on every request (so logging out, a password
+change, disabling or removing the user ends it at once), CSRF tokens, security
+headers, and the logged-in user as a `Principal`."""
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from typing import Annotated
 
 from fastapi import Depends, Form, HTTPException, Request
@@ -14,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from certpilot.domain.model import Principal, Role
-from certpilot.services.users import SESSION_PRINCIPAL_KEY, current_role
+from certpilot.services.users import SESSION_PRINCIPAL_KEY, end_session, session_principal as live_session, start_session
 
 SESSION_MAX_AGE_S = 8 * 3600
 CSP = (
@@ -44,19 +45,22 @@ class SecurityHeaders(BaseHTTPMiddleware):
 
 
 def log_in(request: Request, principal: Principal) -> None:
+    session_id = start_session(request.app.state.certpilot, principal)
     request.session.clear()
-    request.session.update({
-        "user": principal.username, "role": principal.role.value,
-        "csrf": secrets.token_urlsafe(32), "since": int(time.time()),
-    })
+    request.session.update({"sid": session_id, "csrf": secrets.token_urlsafe(32)})
 
 
 def log_out(request: Request) -> None:
+    """End the session on the server, then forget the cookie."""
+    session_id = request.session.get("sid")
+    if isinstance(session_id, str) and session_id:
+        end_session(request.app.state.certpilot, session_id)
     request.session.clear()
 
 
 def session_principal(request: Request) -> Principal | None:
-    return _principal_from(request.session)
+    """The user of this browser's session while the server holds it live, else None."""
+    return _principal_from(request.app.state.certpilot, request.session)
 
 
 def csrf_token(request: Request) -> str:
@@ -78,12 +82,9 @@ def page_user(request: Request) -> Principal:
     """The logged-in user, with the role the database gives them now."""
     principal = session_principal(request)
     if principal is None:
+        request.session.clear()
         raise LoginRequired()
-    role = current_role(request.app.state.certpilot, principal.username)
-    if role is None:
-        log_out(request)
-        raise LoginRequired()
-    return Principal(principal.username, role, principal.via)
+    return principal
 
 
 def page_role(role: Role):  # type: ignore[no-untyped-def]
@@ -117,23 +118,18 @@ class SessionForApi:
         if scope["type"] == "http" and scope.get("path", "").startswith("/api/"):
             headers = dict(scope.get("headers") or [])
             session = scope.get("session") or {}
-            if b"authorization" not in headers and session.get("user"):
+            if b"authorization" not in headers and session.get("sid"):
                 expected = str(session.get("csrf", ""))
                 sent = headers.get(CSRF_HEADER.encode(), b"").decode("latin-1")
                 if scope.get("method") not in _UNSAFE or (expected and hmac.compare_digest(expected, sent)):
-                    principal = _principal_from(session)
+                    principal = _principal_from(scope["app"].state.certpilot, session)
                     if principal is not None:
-                        app = scope["app"].state.certpilot
-                        role = current_role(app, principal.username)
-                        if role is not None:
-                            scope[SESSION_PRINCIPAL_KEY] = Principal(principal.username, role, principal.via)
+                        scope[SESSION_PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)
 
 
-def _principal_from(data) -> Principal | None:  # type: ignore[no-untyped-def]
-    if not data.get("user") or time.time() - data.get("since", 0) > SESSION_MAX_AGE_S:
+def _principal_from(app, data) -> Principal | None:  # type: ignore[no-untyped-def]
+    session_id = data.get("sid")
+    if not isinstance(session_id, str) or not session_id:
         return None
-    try:
-        return Principal(username=data["user"], role=Role(data["role"]), via="web session")
-    except (KeyError, ValueError):
-        return None
+    return live_session(app, session_id)

@@ -81,6 +81,7 @@ class Cli:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
+        env["CERTPILOT_INSECURE_TEST_PASSWORD_HASHING"] = "1"  # cheap argon2: tests, not passwords, are the point
         if self.settings_via == "env":
             env["CERTPILOT_DATA_DIR"] = str(self.data_dir)
             if self.database_url is not None:

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from certpilot.api.auth import Admin, CertpilotApp, current_principal
-from certpilot.api.schemas import NewTokenOut, TokenIn, TokenOut, UserIn, UserOut
-from certpilot.domain.model import Principal, Role
+from certpilot.api.schemas import LoggedOutOut, NewTokenOut, PasswordIn, TokenIn, TokenOut, UserIn, UserOut
+from certpilot.domain.model import User, Principal, Role
 from certpilot.services import users as service
 from certpilot.services.views import timestamp, token_view
 
@@ -16,17 +16,52 @@ _basic = HTTPBasic(auto_error=False, description="user name and password: only t
 _bearer = HTTPBearer(auto_error=False)
 
 
+UserName = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _user_view(user: User) -> dict:
+    return {"username": user.username, "role": user.role.value, "created_at": timestamp(user.created_at),
+            "disabled": user.disabled}
+
+
 @router.get("/users", response_model=list[UserOut])
 def list_users(app: CertpilotApp, _: Admin) -> list[dict]:
-    return [{"username": u.username, "role": u.role.value, "created_at": timestamp(u.created_at),
-             "disabled": u.disabled} for u in service.list_users(app)]
+    return [_user_view(u) for u in service.list_users(app)]
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def add_user(body: UserIn, app: CertpilotApp, who: Admin) -> dict:
-    user = service.add_user(app, body.username, Role(body.role), body.password, actor=who.actor)
-    return {"username": user.username, "role": user.role.value, "created_at": timestamp(user.created_at),
-            "disabled": user.disabled}
+    return _user_view(service.add_user(app, body.username, Role(body.role), body.password, actor=who.actor))
+
+
+@router.delete("/users/{name}", status_code=204)
+def remove_user(name: UserName, app: CertpilotApp, who: Admin) -> Response:
+    """Remove a user, their tokens and their sessions."""
+    service.remove_user(app, name, actor=who.actor)
+    return Response(status_code=204)
+
+
+@router.post("/users/{name}/disable", response_model=UserOut)
+def disable_user(name: UserName, app: CertpilotApp, who: Admin) -> dict:
+    """Disable a user: every session and token of theirs ends at once."""
+    return _user_view(service.set_disabled(app, name, True, actor=who.actor))
+
+
+@router.post("/users/{name}/enable", response_model=UserOut)
+def enable_user(name: UserName, app: CertpilotApp, who: Admin) -> dict:
+    return _user_view(service.set_disabled(app, name, False, actor=who.actor))
+
+
+@router.put("/users/{name}/password", response_model=UserOut)
+def set_password(name: UserName, body: PasswordIn, app: CertpilotApp, who: Admin) -> dict:
+    """A new password: every session and token of the user ends."""
+    return _user_view(service.set_password(app, name, body.password, actor=who.actor))
+
+
+@router.post("/logout-everywhere", response_model=LoggedOutOut)
+def log_out_everywhere(app: CertpilotApp, who: Annotated[Principal, Depends(current_principal)]) -> dict:
+    """End every web session and revoke every API token of the caller (this one too)."""
+    return service.log_out_everywhere(app, who.username, actor=who.actor)
 
 
 def _caller(
@@ -45,7 +80,8 @@ def _caller(
 @router.post("/tokens", response_model=NewTokenOut, status_code=201)
 def create_token(body: TokenIn, app: CertpilotApp, who: Annotated[Principal, Depends(_caller)]) -> dict:
     token, info = service.create_token(app, who.username, name=body.name, expires_in_days=body.expires_in_days,
-                                       actor=who.actor)
+                                       role=Role(body.role) if body.role else None,
+                                       parent_token_id=who.token_id, actor=who.actor)
     return {**token_view(info), "token": token}
 
 
