@@ -229,6 +229,7 @@ class EventOut(BaseModel):
 
 
 class UserIn(Lenient):
+    no_password: bool = Field(default=False, description="PKCS#12 with the key and no password: must be said")
     username: str = Name
     role: Literal["admin", "operator", "viewer"]
     password: str = Field(min_length=12, max_length=1024)

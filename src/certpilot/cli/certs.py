@@ -201,7 +201,8 @@ def export(
         password = read_secret_file(password_file, "PKCS#12 password").encode() or None
     with open_app() as ctx:
         exported = service.export_certificate(
-            ctx, name, out, fmt=format_, include_key=include_key, pkcs12_password=password, actor=local_actor()
+            ctx, name, out, fmt=format_, include_key=include_key, pkcs12_password=password,
+            no_password=no_password, actor=local_actor()
         )
     for path in exported.paths:
         say(str(path))
@@ -214,3 +215,6 @@ def remove(name: str) -> None:
         service.remove_certificate(ctx, name, actor=local_actor())
     say(f"certificate {name} removed")
 
+    no_password: Annotated[bool, typer.Option(
+        "--no-password", help="Write a PKCS#12 file with the key and no password (else --password-file is needed).")] = False,
+    service.check_pkcs12_protection(format_, include_key, password, no_password)  # before anything is opened

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 from certpilot.keys.pkcs11_backend import pkcs11_uri
 from certpilot.keys.software import open_private_key
 from certpilot.pki.encoding import pkcs12_bundle, private_key_pem
+from certpilot.services.export_files import write_files
 from certpilot.services.app import App
 from certpilot.services.hsm import destroy_keys
 from certpilot.store import certificates as repo
@@ -280,13 +280,11 @@ class ExportedFiles:
     revision: int
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def check_pkcs12_protection(fmt: str, include_key: bool, password: bytes | None, no_password: bool) -> None:
+    """A PKCS#12 file with the private key needs a password, or an explicit choice of none."""
+    if fmt == "pkcs12" and include_key and not password and not no_password:
+        raise InvalidInput("a PKCS#12 file with the private key needs a password: give --password-file PATH, "
+                           "or --no-password to write the key unprotected", field="password")
 
 
 def export_certificate(
@@ -297,11 +295,11 @@ def export_certificate(
     if fmt not in ("pem", "pkcs12"):
         raise InvalidInput(f"export format {fmt!r} is not supported: use pem or pkcs12", field="format")
     material = export_material(app, name, include_key=include_key, fmt=fmt, actor=actor)
+    check_pkcs12_protection(fmt, include_key, pkcs12_password, no_password)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "pkcs12":
-        path = out_dir / f"{name}.p12"
-        _write(path, material.pkcs12(pkcs12_password), 0o600)
-        return ExportedFiles((path,), material.revision)
+        paths = write_files(out_dir, [(f"{name}.p12", material.pkcs12(pkcs12_password), 0o600)])
+        return ExportedFiles(paths, material.revision)
     files = [
         (out_dir / "cert.pem", material.leaf_pem, 0o644),
         (out_dir / "chain.pem", material.chain_pem, 0o644),
@@ -310,7 +308,6 @@ def export_certificate(
     if material.private_key_pem is not None:
         files.append((out_dir / "key.pem", material.private_key_pem, 0o600))
     if material.pkcs11_uri is not None:
-        files.append((out_dir / "key.pkcs11-uri", material.pkcs11_uri + "\n", 0o644))
-    for path, text, mode in files:
-        _write(path, text.encode("ascii"), mode)
-    return ExportedFiles(tuple(p for p, _, _ in files), material.revision)
+        files.append(("key.pkcs11-uri", material.pkcs11_uri + "\n", 0o644))
+    paths = write_files(out_dir, [(file_name, text.encode("ascii"), mode) for file_name, text, mode in files])
+    return ExportedFiles(paths, material.revision)

@@ -176,7 +176,7 @@ def test_seed_flow(cli: Cli, tmp_path: Path, database_url: str) -> None:
     bundled = ([cert] if cert is not None else []) + extra
     assert key is None and len(bundled) == 2 and leaf1 in bundled and ca_cert in bundled
     out_p12_key = tmp_path / "out-p12-key"
-    cli.ok("cert", "export", "web1", "--out", out_p12_key, "--format", "pkcs12", "--include-key")
+    cli.ok("cert", "export", "web1", "--out", out_p12_key, "--format", "pkcs12", "--include-key", "--no-password")
     key, cert, extra = pkcs12.load_key_and_certificates((out_p12_key / "web1.p12").read_bytes(), None)
     assert key is not None and cert == leaf1 and extra == [ca_cert]
     assert spki_sha256(key.public_key()) == spki_sha256(leaf1.public_key())

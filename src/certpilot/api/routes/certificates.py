@@ -136,6 +136,8 @@ def list_attempts(name: str, app: CertpilotApp, _: Viewer) -> list[dict]:
 
 @router.post("/{name}/export", response_model=ExportOut)
 def export_certificate(name: str, body: ExportIn, app: CertpilotApp, who: Admin) -> dict:
+    service.check_pkcs12_protection(body.format, body.include_key, (body.password or "").encode() or None,
+                                    body.no_password)
     material = service.export_material(app, name, include_key=body.include_key, fmt=body.format, actor=who.actor)
     out = {"revision": material.revision, "certificate": material.leaf_pem, "chain": material.chain_pem,
            "fullchain": material.fullchain_pem}
