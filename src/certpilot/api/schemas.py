@@ -204,6 +204,7 @@ class ExportIn(Lenient):
     format: Literal["pem", "pkcs12"] = "pem"
     include_key: bool = True
     password: str | None = Field(default=None, max_length=256, description="PKCS#12 password")
+    no_password: bool = Field(default=False, description="PKCS#12 with the key and no password: must be said")
 
 
 class ExportOut(BaseModel):
@@ -229,7 +230,6 @@ class EventOut(BaseModel):
 
 
 class UserIn(Lenient):
-    no_password: bool = Field(default=False, description="PKCS#12 with the key and no password: must be said")
     username: str = Name
     role: Literal["admin", "operator", "viewer"]
     password: str = Field(min_length=12, max_length=1024)
@@ -245,6 +245,17 @@ class UserOut(BaseModel):
 class TokenIn(Lenient):
     name: str = Field(default="api", min_length=1, max_length=128)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    role: Literal["admin", "operator", "viewer"] | None = Field(
+        default=None, description="at most the caller's role (a token made with a token: at most that token's)")
+
+
+class PasswordIn(Lenient):
+    password: str = Field(min_length=12, max_length=1024)
+
+
+class LoggedOutOut(BaseModel):
+    sessions_ended: int
+    tokens_revoked: int
 
 
 class TokenOut(BaseModel):
@@ -256,6 +267,8 @@ class TokenOut(BaseModel):
     expires_at: str | None
     revoked_at: str | None
     last_used_at: str | None
+    parent_id: int | None = None
+    role: str | None = None
 
 
 class NewTokenOut(TokenOut):
@@ -270,17 +283,6 @@ class HsmGroupIn(Lenient):
     module_path: str = Field(min_length=1, max_length=1024)
     token_label: str = Field(min_length=1, max_length=32)
     pin: str = Field(min_length=1, max_length=256, description="write-only; responses show ***")
-    role: Literal["admin", "operator", "viewer"] | None = Field(
-        default=None, description="at most the caller's role (a token made with a token: at most that token's)")
-
-
-class PasswordIn(Lenient):
-    password: str = Field(min_length=12, max_length=1024)
-
-
-class LoggedOutOut(BaseModel):
-    sessions_ended: int
-    tokens_revoked: int
 
 
 class HsmGroupOut(BaseModel):
@@ -292,8 +294,6 @@ class HsmGroupOut(BaseModel):
     updated_at: str
 
 
-    parent_id: int | None = None
-    role: str | None = None
 class HsmCheckOut(BaseModel):
     label: str
     manufacturer: str

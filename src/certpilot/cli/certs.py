@@ -194,11 +194,15 @@ def export(
     format_: Annotated[str, typer.Option("--format", help="pem or pkcs12.")] = "pem",
     include_key: Annotated[bool, typer.Option("--include-key", help="Also write the private key (audited).")] = False,
     password_file: Annotated[Path | None, typer.Option("--password-file", help="PKCS#12 password (first line).")] = None,
+    no_password: Annotated[bool, typer.Option(
+        "--no-password", help="Write a PKCS#12 file with the key and no password (else --password-file is needed).")] = False,
 ) -> None:
-    """Write the served certificate, its chain and full chain (and key) to a directory."""
+    """Write the served certificate, its chain and full chain (and key) to a directory.
+    Never writes through a symlink: one planted in DIR is refused."""
     password = None
     if password_file is not None:
         password = read_secret_file(password_file, "PKCS#12 password").encode() or None
+    service.check_pkcs12_protection(format_, include_key, password, no_password)  # before anything is opened
     with open_app() as ctx:
         exported = service.export_certificate(
             ctx, name, out, fmt=format_, include_key=include_key, pkcs12_password=password,
@@ -215,6 +219,3 @@ def remove(name: str) -> None:
         service.remove_certificate(ctx, name, actor=local_actor())
     say(f"certificate {name} removed")
 
-    no_password: Annotated[bool, typer.Option(
-        "--no-password", help="Write a PKCS#12 file with the key and no password (else --password-file is needed).")] = False,
-    service.check_pkcs12_protection(format_, include_key, password, no_password)  # before anything is opened

@@ -458,6 +458,7 @@ class Principal:
     username: str
     role: Role
     via: str  # "token:<name>", "session", "cli"
+    token_id: int | None = None  # the API token it came with, if any (a token made with it is its child)
 
     @property
     def actor(self) -> str:
@@ -482,6 +483,8 @@ class ApiToken:
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
+    parent_id: int | None = None  # the token it was made with (it dies with it)
+    role: Role | None = None  # at most the user's role; None: the user's role
 
 
 @dataclass(frozen=True)
@@ -493,6 +496,3 @@ class HsmGroup:
     token_label: str
     created_at: dt.datetime
     updated_at: dt.datetime
-    token_id: int | None = None  # the API token it came with, if any (a token made with it is its child)
-    parent_id: int | None = None  # the token it was made with (it dies with it)
-    role: Role | None = None  # at most the user's role; None: the user's role

@@ -289,24 +289,24 @@ def check_pkcs12_protection(fmt: str, include_key: bool, password: bytes | None,
 
 def export_certificate(
     app: App, name: str, out_dir: Path, *, fmt: str = "pem", include_key: bool = False,
-    pkcs12_password: bytes | None = None, actor: str,
+    pkcs12_password: bytes | None = None, no_password: bool = False, actor: str,
 ) -> ExportedFiles:
-    """Write the served revision to `out_dir`: PEM files, or one PKCS#12 file."""
+    """Write the served revision to `out_dir`: PEM files, or one PKCS#12 file. Never
+    follows a symlink: a target (or `out_dir`) that is one is refused (InvalidInput)."""
     if fmt not in ("pem", "pkcs12"):
         raise InvalidInput(f"export format {fmt!r} is not supported: use pem or pkcs12", field="format")
-    material = export_material(app, name, include_key=include_key, fmt=fmt, actor=actor)
     check_pkcs12_protection(fmt, include_key, pkcs12_password, no_password)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    material = export_material(app, name, include_key=include_key, fmt=fmt, actor=actor)
     if fmt == "pkcs12":
         paths = write_files(out_dir, [(f"{name}.p12", material.pkcs12(pkcs12_password), 0o600)])
         return ExportedFiles(paths, material.revision)
     files = [
-        (out_dir / "cert.pem", material.leaf_pem, 0o644),
-        (out_dir / "chain.pem", material.chain_pem, 0o644),
-        (out_dir / "fullchain.pem", material.fullchain_pem, 0o644),
+        ("cert.pem", material.leaf_pem, 0o644),
+        ("chain.pem", material.chain_pem, 0o644),
+        ("fullchain.pem", material.fullchain_pem, 0o644),
     ]
     if material.private_key_pem is not None:
-        files.append((out_dir / "key.pem", material.private_key_pem, 0o600))
+        files.append(("key.pem", material.private_key_pem, 0o600))
     if material.pkcs11_uri is not None:
         files.append(("key.pkcs11-uri", material.pkcs11_uri + "\n", 0o644))
     paths = write_files(out_dir, [(file_name, text.encode("ascii"), mode) for file_name, text, mode in files])

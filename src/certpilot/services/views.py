@@ -141,6 +141,8 @@ def token_view(token: ApiToken) -> dict[str, Any]:
         "expires_at": timestamp(token.expires_at),
         "revoked_at": timestamp(token.revoked_at),
         "last_used_at": timestamp(token.last_used_at),
+        "parent_id": token.parent_id,
+        "role": token.role.value if token.role else None,
     }
 
 
@@ -153,5 +155,3 @@ def hsm_group_view(group: HsmGroup) -> dict[str, Any]:
         "created_at": timestamp(group.created_at),
         "updated_at": timestamp(group.updated_at),
     }
-        "parent_id": token.parent_id,
-        "role": token.role.value if token.role else None,

@@ -266,17 +266,6 @@ class ApiTokenRow(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-
-    user: Mapped[UserRow] = relationship(lazy="joined")
-
-
-class LoopHeartbeatRow(Base):
-    """One row per renewal loop: when it last finished a pass (for /metrics and alerts)."""
-
-    __tablename__ = "loop_heartbeats"
-    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
-    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    last_pass_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
     # a token made with a token: its parent (it expires no later, carries no more role, dies with it)
     parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
     role: Mapped[str | None] = mapped_column(String(16))  # None: the user's role
@@ -295,3 +284,14 @@ class WebSessionRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[UserRow] = relationship(lazy="joined")
+
+
+class LoopHeartbeatRow(Base):
+    """One row per renewal loop: when it last finished a pass (for /metrics and alerts)."""
+
+    __tablename__ = "loop_heartbeats"
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_pass_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
