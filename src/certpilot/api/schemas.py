@@ -148,9 +148,21 @@ class CertificateUpdate(Lenient):
     spec: SpecIn
 
 
+class SubjectOut(BaseModel):
+    """A subject as read: the input model's checks (length, NUL) held when it was written."""
+
+    common_name: str
+    organization: str | None = None
+    organizational_unit: str | None = None
+    locality: str | None = None
+    state: str | None = None
+    country: str | None = None
+    email_address: str | None = None
+
+
 class SpecOut(BaseModel):
     profile: str
-    subject: SubjectModel
+    subject: SubjectOut
     subject_alt_names: list[str]
     key: str
     hsm_group: str | None

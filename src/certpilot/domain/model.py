@@ -245,6 +245,13 @@ class SubjectAltName:
             kind, value = _guess_san_kind(raw), raw
         return cls(kind, _check_san_value(kind, value, raw))
 
+    @classmethod
+    def stored(cls, text: str) -> SubjectAltName:
+        """A SAN as the store keeps it (`str()` of one `parse` made): checked when it was
+        written, so read back without checking again."""
+        kind, _, value = text.partition(":")
+        return cls(SanKind(kind), value)
+
 
 def _guess_san_kind(value: str) -> SanKind:
     try:

@@ -11,9 +11,11 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import exists, inspect, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import (
@@ -39,6 +41,7 @@ from certpilot.store.tables import (
     DynamicParamRow,
     HsmGroupRow,
     KeyRow,
+    ProfileRow,
     RevisionRow,
 )
 
@@ -58,12 +61,6 @@ class StoredKey:
     hsm_group: str | None = None
     pkcs11_label: str | None = None
     pkcs11_id: str | None = None
-
-
-_WITHOUT_PEMS = (
-    joinedload(CertificateRow.status).joinedload(CertificateStatusRow.current_revision)
-    .defer(RevisionRow.leaf_pem).defer(RevisionRow.chain_pem).defer(RevisionRow.csr_pem)
-)
 
 
 def _row(session: Session, name: str, *, for_update: bool = False) -> CertificateRow:
@@ -123,7 +120,7 @@ def _to_certificate(row: CertificateRow, now: dt.datetime, sealer: Sealer | None
     spec = CertificateSpec(
         profile=row.profile.name,
         subject=Subject(**row.subject),  # type: ignore[arg-type]
-        subject_alt_names=tuple(SubjectAltName.parse(s) for s in row.subject_alt_names),
+        subject_alt_names=tuple(SubjectAltName.stored(s) for s in row.subject_alt_names),
         key=KeySpec.parse(row.key_spec),
         hsm_group=row.hsm_group,
         dynamic_params=dynamic,
@@ -194,32 +191,83 @@ def list_certificates(
     after_name: str | None = None,
     limit: int | None = None,
 ) -> list[Certificate]:
-    """Ordered by name; `after_name` and `limit` page through the list."""
-    query = (
-        select(CertificateRow).join(CertificateStatusRow).order_by(CertificateRow.name)
-        .options(_WITHOUT_PEMS, selectinload(CertificateRow.dynamic_params))  # facts, never the PEMs
-    )
+    """Ordered by name; `after_name` and `limit` page through the list.
+
+    Read with Core, not the ORM: a page of a list is the API's and the UI's most
+    frequent read, and building ORM objects (with their identity map and state)
+    cost four times the rest of it. The rows are the same columns, in the shape
+    `_to_certificate` reads: the certificate with its status and served revision
+    (never its PEMs), then the page's profiles and dynamic parameters, one query each.
+    """
+    query = select(*_LISTED_COLUMNS).select_from(_LISTED_FROM).order_by(_CERTS.c.name)
     if expiring_within_days is not None:
         # narrow in SQL on the served revision's expiry; the policy's own test decides below
         horizon = now + dt.timedelta(days=expiring_within_days)
-        query = query.join(RevisionRow, RevisionRow.id == CertificateStatusRow.current_revision_id).where(
-            RevisionRow.not_after <= horizon
-        )
+        query = query.where(_REVISIONS.c.not_after <= horizon)
     if phase is not None:
-        query = query.where(CertificateStatusRow.phase == phase.value)
+        query = query.where(_STATUS.c.phase == phase.value)
     if profile is not None:
-        query = query.where(CertificateRow.profile_id == _profile_row(session, profile).id)
+        query = query.where(_CERTS.c.profile_id == _profile_row(session, profile).id)
     if after_name is not None:
-        query = query.where(CertificateRow.name > after_name)
+        query = query.where(_CERTS.c.name > after_name)
     if limit is not None:
         query = query.limit(limit)
-    certs = [_to_certificate(r, now) for r in session.scalars(query)]
+    result = session.execute(query)
+    groups = _column_groups(list(result.keys()))
+    listed = [_listed(row, groups) for row in result]
+    if listed:
+        profiles = {p.id: p for p in session.scalars(
+            select(ProfileRow).where(ProfileRow.id.in_({item.profile_id for item in listed})))}
+        for item in listed:
+            item.profile = profiles[item.profile_id]
+        params: dict[int, list[Any]] = {item.id: item.dynamic_params for item in listed}
+        dynamic = select(_DYNAMIC).where(_DYNAMIC.c.certificate_id.in_(list(params)))
+        for param in session.execute(dynamic):
+            params[param.certificate_id].append(param)
+    certs = [_to_certificate(item, now) for item in listed]  # type: ignore[arg-type]
     if expiring_within_days is not None:
         certs = [
             c for c in certs
             if c.status.not_after is not None and is_expiring_within(c.status.not_after, now, expiring_within_days)
         ]
     return certs
+
+
+_CERTS = CertificateRow.__table__
+_STATUS = CertificateStatusRow.__table__
+_REVISIONS = RevisionRow.__table__
+_DYNAMIC = DynamicParamRow.__table__
+_PEMS = frozenset({"leaf_pem", "chain_pem", "csr_pem"})
+# every column a list row may show, labelled "<part>.<column>"; whatever is added to these
+# tables reaches `_to_certificate` here as it does through the ORM
+_LISTED_COLUMNS = [
+    *(c.label(f"certificate.{c.name}") for c in _CERTS.c),
+    *(c.label(f"status.{c.name}") for c in _STATUS.c),
+    *(c.label(f"revision.{c.name}") for c in _REVISIONS.c if c.name not in _PEMS),
+]
+_LISTED_FROM = (
+    _CERTS.join(_STATUS, _STATUS.c.certificate_id == _CERTS.c.id)
+    .outerjoin(_REVISIONS, _REVISIONS.c.id == _STATUS.c.current_revision_id)
+)
+
+
+def _column_groups(keys: list[str]) -> dict[str, list[tuple[int, str]]]:
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for index, key in enumerate(keys):
+        part, _, column = key.partition(".")
+        groups.setdefault(part, []).append((index, column))
+    return groups
+
+
+def _listed(row: Any, groups: dict[str, list[tuple[int, str]]]) -> SimpleNamespace:
+    """One list row as the parts of a certificate's graph `_to_certificate` reads."""
+    def part(name: str) -> SimpleNamespace:
+        return SimpleNamespace(**{column: row[index] for index, column in groups[name]})
+
+    certificate, status = part("certificate"), part("status")
+    status.current_revision = part("revision") if status.current_revision_id is not None else None
+    certificate.status, certificate.dynamic_params = status, []
+    return certificate
 
 
 def replace_spec(
