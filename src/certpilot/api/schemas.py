@@ -89,6 +89,9 @@ class ProfileUpdate(Lenient):
                                           description="absolute paths the script may read")
     allow_write: list[GrantedPath] = Field(default_factory=list, max_length=64,
                                            description="absolute paths the script may read and write")
+    max_pending_days: int | None = Field(default=None, ge=1, le=365,
+                                         description="days a deferred request may wait for the CA before it "
+                                                     "fails (default 30; on update, unset keeps it)")
 
 
 class ProfileIn(ProfileUpdate):
@@ -109,6 +112,7 @@ class ProfileOut(BaseModel):
     renew_before_days: int | None
     renew_before_percent: float | None
     warning_days: list[int]
+    max_pending_days: int = 30
     default_key: str
     concurrency: int
     allow_read: list[str]
@@ -169,6 +173,14 @@ class SpecOut(BaseModel):
     dynamic_params: dict[str, str]
 
 
+class AwaitingCaOut(BaseModel):
+    """Deferred issuance: the CA accepted the request and has not issued yet."""
+
+    since: str
+    next_poll_at: str | None
+    polls: int
+
+
 class StatusOut(BaseModel):
     phase: str
     revision: int | None
@@ -181,6 +193,7 @@ class StatusOut(BaseModel):
     next_action_at: str | None
     failures: int
     last_error: str | None
+    awaiting_ca: AwaitingCaOut | None = None
 
 
 class CertificateOut(BaseModel):

@@ -38,6 +38,7 @@ def create(
     allow_read: Annotated[list[str] | None, typer.Option("--allow-read", metavar="PATH", help="An absolute path the script may read (repeatable).")] = None,
     allow_write: Annotated[list[str] | None, typer.Option("--allow-write", metavar="PATH", help="An absolute path the script may read and write (repeatable).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", help="Most calls in flight to this CA, per controller process.")] = DEFAULT_CONCURRENCY,
+    max_pending_days: Annotated[int | None, typer.Option("--max-pending-days", metavar="N", help="Days a deferred request may wait for the CA before it fails (default 30).")] = None,
 ) -> None:
     """Create a profile."""
     params = [ProfileParam(*split_assignment(p, "--param")) for p in param or []]
@@ -55,7 +56,8 @@ def create(
         profile = service.create_profile(
             ctx, name, script=script, params=params, renew_before_days=renew_before_days,
             renew_before_percent=renew_before_percent, warning_days=days, default_key=default_key,
-            concurrency=concurrency, allow_read=allow_read or [], allow_write=allow_write or [], actor=local_actor(),
+            concurrency=concurrency, allow_read=allow_read or [], allow_write=allow_write or [],
+            max_pending_days=max_pending_days, actor=local_actor(),
         )
     say(f"profile {profile.name} created (script {profile.script}, {len(profile.params)} parameter(s))")
 

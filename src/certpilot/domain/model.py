@@ -54,6 +54,7 @@ class EventKind(str, enum.Enum):
     CERT_RENEWAL_REQUESTED = "CERT_RENEWAL_REQUESTED"
     CERT_RENEWED = "CERT_RENEWED"
     CERT_RENEW_FAILED = "CERT_RENEW_FAILED"
+    CERT_DEFERRED = "CERT_DEFERRED"  # the CA accepted the request and will answer later
     CERT_EXPIRING = "CERT_EXPIRING"
     CERT_EXPIRED = "CERT_EXPIRED"
     CERT_DELETED = "CERT_DELETED"
@@ -332,11 +333,17 @@ class ProfileParam:
     dynamic: bool = False
 
 
+DEFAULT_MAX_PENDING_DAYS = 30
+
+
 @dataclass(frozen=True)
 class RenewalSettings:
+    """`max_pending_days`: how long a deferred request may wait for its CA before it fails."""
+
     renew_before_days: int | None = None
     renew_before_percent: float | None = None
     warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
+    max_pending_days: int = DEFAULT_MAX_PENDING_DAYS
 
 
 DEFAULT_CONCURRENCY = 16
@@ -394,6 +401,10 @@ class CertificateStatus:
     failures: int = 0
     last_error: str | None = None
     last_attempt_at: dt.datetime | None = None
+    # awaiting the CA (deferred issuance): since when, the next poll, polls so far
+    deferred_since: dt.datetime | None = None
+    next_poll_at: dt.datetime | None = None
+    deferred_polls: int = 0
 
 
 @dataclass(frozen=True)

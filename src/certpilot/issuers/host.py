@@ -28,7 +28,8 @@ from typing import Any
 
 from certpilot.issuers import sandbox
 from certpilot.issuers.capture import scrub
-from certpilot.issuers.messages import CallReply, CallRequest, HostSpec
+from certpilot.issuers.messages import OPERATION_POLL, CallReply, CallRequest, HostSpec
+from certpilot.issuers.state import ScriptState
 from certpilot.issuers.protocol import ChannelClosed, read_message, write_message
 
 SOCKET_FD = 3
@@ -39,9 +40,10 @@ BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class ScriptContext:
-    """The optional `context` keyword argument a script may declare."""
+    """The optional `context` keyword argument a script may declare. `state` is the
+    profile's durable mapping of str to str (see `issuers.state`)."""
 
-    def __init__(self, data: dict[str, Any], secrets: list[str]) -> None:
+    def __init__(self, data: dict[str, Any], secrets: list[str], state: dict[str, str] | None = None) -> None:
         self.subject_alt_names: list[str] = list(data.get("subject_alt_names", []))
         self.key_algorithm: str = data.get("key_algorithm", "")
         self.previous_certificate: str | None = data.get("previous_certificate")
@@ -49,6 +51,7 @@ class ScriptContext:
         self.profile_name: str = data.get("profile_name", "")
         self._secrets = [s for s in secrets if s]
         self.logs: list[str] = []
+        self.state = ScriptState(state)
 
     def log(self, message: object) -> None:
         """Record a line in the attempt's output (sensitive values are masked)."""
@@ -141,6 +144,7 @@ class Host:
         self.host_dir = host_dir
         self.signal_scoped = signal_scoped
         self.func: Any = None
+        self.poll: Any = None
         self.stdout, self.stderr = sys.stdout, sys.stderr
 
     def serve(self) -> None:
@@ -160,7 +164,7 @@ class Host:
         os.environ.update({**BASE_ENV, "HOME": workdir, "TMPDIR": workdir})
         tempfile.tempdir = workdir
         _allow_cpu_seconds(request.timeout_s)
-        context = ScriptContext(request.context, list(request.secrets))
+        context = ScriptContext(request.context, list(request.secrets), dict(request.state))
         try:
             reply = self._run(request, context)
         finally:
@@ -174,6 +178,8 @@ class Host:
             os.chdir(self.host_dir)
             shutil.rmtree(workdir, ignore_errors=True)
         reply.logs = context.logs
+        changes = context.state.changes()  # saved whatever the outcome
+        reply.state_changes = changes.to_message() if changes else None
         reply.loaded = self.func is not None
         reply.duration_s = time.monotonic() - started
         return reply
@@ -183,8 +189,14 @@ class Host:
         try:
             if self.func is None:
                 self._load(request)
-            args = (request.csr, request.common_name, dict(request.args))
-            result = self.func(*args, context=context) if accepts_context(self.func) else self.func(*args)
+            if request.operation == OPERATION_POLL:
+                if self.poll is None:
+                    return CallReply(error="the script defines no certificate_poll(cookie, args_dict): "
+                                           "it cannot finish a request its CA deferred")
+                func, args = self.poll, (request.cookie, dict(request.args))
+            else:
+                func, args = self.func, (request.csr, request.common_name, dict(request.args))
+            result = func(*args, context=context) if accepts_context(func) else func(*args)
             if isinstance(result, bytes):
                 result = result.decode("utf-8", "replace")
             if not isinstance(result, str):
@@ -201,6 +213,9 @@ class Host:
             from certpilot.issuer import Pending
 
             if isinstance(exc, Pending):
+                if self.poll is None:
+                    return CallReply(error="the script raised Pending but defines no certificate_poll(cookie, "
+                                           "args_dict) to finish the request with")
                 return CallReply(pending={"retry_after_s": exc.retry_after_s, "cookie": exc.cookie})
             traceback.print_exc()
             return CallReply(error=scrub(str(exc) or type(exc).__name__, secrets), error_type=type(exc).__name__)
@@ -214,7 +229,8 @@ class Host:
         func = namespace.get("certificate_request")
         if not callable(func):
             raise LookupError("the script defines no function certificate_request(csr, common_name, args_dict)")
-        self.func = func
+        poll = namespace.get("certificate_poll")
+        self.func, self.poll = func, poll if callable(poll) else None
 
 
 def _check_python_readable(user: sandbox.ScriptUser | None) -> None:

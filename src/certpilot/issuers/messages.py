@@ -42,9 +42,15 @@ class HostSpec:
                                    write_paths=tuple(spec.write_paths))
 
 
+OPERATION_REQUEST = "request"  # certificate_request(csr, common_name, args_dict[, context])
+OPERATION_POLL = "poll"  # certificate_poll(cookie, args_dict[, context])
+
+
 @dataclass(frozen=True)
 class CallRequest:
-    """One call of `certificate_request`. `source` is sent with a host's first call only."""
+    """One call of `certificate_request` (or, with `operation` "poll", of `certificate_poll`
+    with `cookie`). `source` is sent with a host's first call only; `state` is the
+    profile's `context.state` as the call starts."""
 
     timeout_s: int
     csr: str
@@ -53,6 +59,9 @@ class CallRequest:
     secrets: list[str] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    operation: str = OPERATION_REQUEST
+    cookie: str = ""
+    state: dict[str, str] = field(default_factory=dict)
 
     def to_message(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,6 +85,8 @@ class CallReply:
     logs: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     loaded: bool = True  # False: the script could not even be loaded; the host is of no further use
+    # what the call did to `context.state`: {"set": {key: value}, "deleted": [key]}; None: nothing
+    state_changes: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -33,7 +33,8 @@ from typing import Any, Protocol
 from certpilot.clock import monotonic_s
 from certpilot.issuers import sandbox
 from certpilot.issuers.capture import BoundedCapture, scrub
-from certpilot.issuers.messages import CallReply, CallRequest, HostSpec
+from certpilot.issuers.messages import OPERATION_REQUEST, CallReply, CallRequest, HostSpec
+from certpilot.domain.script_state import StateChanges
 from certpilot.issuers.protocol import ChannelClosed, read_message, write_message
 
 HEAD_BYTES = 8 * 1024
@@ -60,6 +61,9 @@ class ScriptCall:
     concurrency: int = DEFAULT_CONCURRENCY
     allow_read: tuple[str, ...] = ()
     allow_write: tuple[str, ...] = ()
+    operation: str = OPERATION_REQUEST  # or OPERATION_POLL: certificate_poll(cookie, args_dict)
+    cookie: str = ""  # for a poll: what the CA's Pending named the request by
+    state: dict[str, str] = field(default_factory=dict)  # the profile's context.state as the call starts
 
 
 class _Outcome:
@@ -72,6 +76,7 @@ class _Outcome:
     returned_other: bool = False
     output: str
     duration_s: float
+    state_changes: StateChanges | None  # what the call did to context.state (None: nothing)
 
     @property
     def pending(self) -> dict[str, Any] | None:
@@ -85,6 +90,7 @@ class Issued(_Outcome):
     pem: str
     output: str = ""
     duration_s: float = 0.0
+    state_changes: StateChanges | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class Pending(_Outcome):
     cookie: str
     output: str = ""
     duration_s: float = 0.0
+    state_changes: StateChanges | None = None
 
     @property
     def pending(self) -> dict[str, Any] | None:
@@ -111,6 +118,7 @@ class Failed(_Outcome):
     duration_s: float = 0.0
     timed_out: bool = False
     returned_other: bool = False
+    state_changes: StateChanges | None = None
 
 
 ScriptResult = Issued | Pending | Failed
@@ -375,6 +383,7 @@ class ScriptRunner:
                 timeout_s=call.timeout_s, csr=call.csr_pem, common_name=call.common_name, args=dict(call.args),
                 secrets=list(call.secrets), context=dict(call.context),
                 source=None if host.loaded else call.source,
+                operation=call.operation, cookie=call.cookie, state=dict(call.state),
             )
             reply, death, out, err = host.call(request, margin)
             self._put_back(host, healthy=reply is not None and reply.loaded)
@@ -496,8 +505,10 @@ def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stde
     sections = [("log", "\n".join(logs)), ("stdout", stdout), ("stderr", stderr)]
     output = "\n".join(f"--- {name} ---\n{text.rstrip()}" for name, text in sections if text.strip())
 
+    changes = StateChanges.from_message(reply.state_changes) if reply is not None else None
+
     def failed(message: str, timed_out: bool = False) -> ScriptResult:
-        return Failed(scrub(message, secrets), output, duration_s, timed_out=timed_out)
+        return Failed(scrub(message, secrets), output, duration_s, timed_out=timed_out, state_changes=changes)
 
     if reply is None:  # the host is gone: killed at the deadline, or the script ended it
         if death.get("timed_out"):
@@ -510,14 +521,15 @@ def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stde
     if reply.error is not None:
         return failed(reply.error)
     if reply.pending is not None:
-        return Pending(int(reply.pending.get("retry_after_s", 0)), str(reply.pending.get("cookie", "")), output, duration_s)
+        return Pending(int(reply.pending.get("retry_after_s", 0)), str(reply.pending.get("cookie", "")), output,
+                       duration_s, state_changes=changes)
     if reply.exit_status != 0:
         return _exited(reply.exit_status, stderr, failed)
     if reply.result is not None:
-        return Issued(reply.result, output, duration_s)
+        return Issued(reply.result, output, duration_s, state_changes=changes)
     if reply.result_type is not None:
         message = f"check 1 (PEM): the script returned {reply.result_type}, not PEM text"
-        return Failed(message, output, duration_s, returned_other=True)
+        return Failed(message, output, duration_s, returned_other=True, state_changes=changes)
     return failed("the script ended without returning a certificate" + _stderr_hint(stderr))
 
 

@@ -10,17 +10,22 @@ falls due. The chain, in order:
                  that the served certificate did expire)
 2. RENEW/ISSUE   a manual renewal was requested: now, skipping any backoff (and
                  abandoning a deferred request)
-3. POLL          a deferred request's poll time has come
-4. ISSUE         no revision yet (pending or failed) and not backing off
-5. RENEW         the renewal time has passed and not backing off
-6. WARN          warning days were newly crossed; this comes after RENEW so a
+3. GIVE_UP       a deferred request has waited the profile's `max_pending_days`:
+                 it is recorded as failed (backoff, then a fresh submission)
+4. POLL          a deferred request's poll time has come
+5. ISSUE         no revision yet (pending or failed) and not backing off
+6. RENEW         the renewal time has passed and not backing off
+7. WARN          warning days were newly crossed; this comes after RENEW so a
                  healthy certificate that renews on time (by default at 2/3 of its
                  lifetime, which is exactly the 30-day mark for a 90-day
                  certificate) produces no CERT_EXPIRING noise: warnings fire when
                  the renewal is not happening (not yet due, backing off, deferred)
-7. NOTHING       reason BACKOFF_WAITING, DEFERRED_WAITING or NOT_DUE
+8. NOTHING       reason BACKOFF_WAITING, DEFERRED_WAITING or NOT_DUE
 
-MARK_EXPIRED and WARN are bookkeeping: the caller records them and calls `decide`
+A certificate is deferred while `deferred_since` is set (or its phase is
+`deferred`): the CA holds a request of ours and neither ISSUE nor RENEW fires.
+
+MARK_EXPIRED, WARN and GIVE_UP are bookkeeping: the caller records them and calls `decide`
 again with the updated snapshot. Never raises for an expected outcome.
 """
 
@@ -32,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from certpilot.domain.model import Phase, RenewalSettings
+from certpilot.policy.deferral import deferral_deadline, is_deferral_overdue
 from certpilot.policy.expiry import applicable_warning_days, is_expired, newly_crossed_warnings, next_warning_at
 from certpilot.policy.renewal import renewal_time
 
@@ -40,6 +46,7 @@ class Action(str, enum.Enum):
     ISSUE = "issue"  # obtain the first revision (new key, CSR, script)
     RENEW = "renew"  # obtain the next revision with a new key
     POLL = "poll"  # ask the issuer again about a deferred request
+    GIVE_UP = "give_up"  # record a deferred request that waited too long as failed
     WARN = "warn"  # record one CERT_EXPIRING per day in `Decision.warn_days`
     MARK_EXPIRED = "mark_expired"  # record CERT_EXPIRED, set phase expired
     NOTHING = "nothing"  # look again at `Decision.at`
@@ -51,6 +58,7 @@ class Reason(str, enum.Enum):
     EXPIRED = "expired"
     RENEWAL_REQUESTED = "renewal_requested"
     DEFERRED_POLL_DUE = "deferred_poll_due"
+    DEFERRAL_TOO_LONG = "deferral_too_long"
     NO_REVISION = "no_revision"
     RETRY_AFTER_FAILURE = "retry_after_failure"
     RENEWAL_DUE = "renewal_due"
@@ -68,7 +76,8 @@ class CertificateSnapshot:
     when `has_revision`). `failures` counts consecutive failed attempts and
     `retry_at` is the stored retry time; together they say whether the
     certificate is backing off. `deferred_poll_at` is when a deferred request is
-    polled next (None: `retry_at` is used; both None: poll now).
+    polled next (None: `retry_at` is used; both None: poll now); `deferred_since`
+    when the CA first deferred it (None for a deferral of unknown age: never given up).
     `warned_days` are the warning days already recorded for this revision.
     Raises ValueError for an inconsistent snapshot.
     """
@@ -82,6 +91,7 @@ class CertificateSnapshot:
     retry_at: dt.datetime | None = None
     renewal_requested: bool = False
     deferred_poll_at: dt.datetime | None = None
+    deferred_since: dt.datetime | None = None
     warned_days: frozenset[int] = frozenset()
     expired_event_recorded: bool = False
 
@@ -133,7 +143,13 @@ def is_backing_off(snapshot: CertificateSnapshot, now: dt.datetime) -> bool:
 
 
 def _is_deferred(s: CertificateSnapshot) -> bool:
-    return s.phase is Phase.DEFERRED
+    return s.phase is Phase.DEFERRED or s.deferred_since is not None
+
+
+def _deadline(s: CertificateSnapshot) -> dt.datetime | None:
+    if s.deferred_since is None:
+        return None
+    return deferral_deadline(s.deferred_since, s.renewal.max_pending_days)
 
 
 def _is_served_and_expired(s: CertificateSnapshot, now: dt.datetime) -> bool:
@@ -149,6 +165,13 @@ def _check_expired(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
 def _check_manual_request(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
     if s.renewal_requested:
         return Decision(Action.RENEW if s.has_revision else Action.ISSUE, Reason.RENEWAL_REQUESTED)
+    return None
+
+
+def _check_deferral_too_long(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if (_is_deferred(s) and s.deferred_since is not None
+            and is_deferral_overdue(s.deferred_since, s.renewal.max_pending_days, now)):
+        return Decision(Action.GIVE_UP, Reason.DEFERRAL_TOO_LONG)
     return None
 
 
@@ -187,6 +210,7 @@ _Check = Callable[[CertificateSnapshot, dt.datetime], Decision | None]
 CHECKS: tuple[_Check, ...] = (
     _check_expired,
     _check_manual_request,
+    _check_deferral_too_long,
     _check_deferred_poll,
     _check_first_issue,
     _check_renewal_due,
@@ -200,6 +224,7 @@ def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
     if _is_deferred(s):
         reason = Reason.DEFERRED_WAITING
         candidates.append(s.poll_at)
+        candidates.append(_deadline(s))
     elif is_backing_off(s, now):
         reason = Reason.BACKOFF_WAITING
         candidates.append(s.retry_at)

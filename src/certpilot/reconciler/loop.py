@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, NotFound
-from certpilot.domain.model import EventKind
+from certpilot.domain.model import EventKind, Outcome
 from certpilot.policy import Action, Decision, days_left
 from certpilot.services import hsm, issuance, scheduling
 from certpilot.services.app import App
@@ -58,6 +58,7 @@ class Reconciler:
         # one handler per bookkeeping Action; ISSUE, RENEW and POLL are attempts (`_attempt`)
         self._bookkeeping_handlers: dict[Action, Callable[[Session, str, Decision, dt.datetime], None]] = {
             Action.NOTHING: self._nothing, Action.WARN: self._warn, Action.MARK_EXPIRED: self._mark_expired,
+            Action.GIVE_UP: self._give_up,
         }
         self._started_at = app.clock.now()
         self.passes = 0
@@ -255,6 +256,11 @@ class Reconciler:
         schedule.mark_expired(session, name)
         log.error("%s has expired", name)
 
+    def _give_up(self, session: Session, name: str, decision: Decision, now: dt.datetime) -> None:
+        """A deferred request waited the profile's max_pending_days: a failure, then backoff."""
+        error = issuance.give_up_deferral(self.app, session, name, now=now, actor=self.actor)
+        log.warning("%s: %s", name, error)
+
     def _attempt(self, started: issuance.Started, decision: Decision) -> None:
         """ISSUE, RENEW (and POLL, which deferred issuance will add): one attempt."""
         name = started.job.certificate.name
@@ -262,6 +268,10 @@ class Reconciler:
         report = issuance.run_started(self.app, started)
         if issuance.is_success(report):
             log.info("%s: revision %s issued", name, report.revision)
+        elif report.outcome is Outcome.DEFERRED:
+            log.info("%s: awaiting the CA since %s; next poll at %s", name,
+                     report.deferred_since.isoformat() if report.deferred_since else "?",
+                     report.next_poll_at.isoformat() if report.next_poll_at else "?")
         else:
             log.warning("%s: attempt %s (%d failure(s) in a row): %s",
                         name, report.outcome.value, report.failures, report.error)

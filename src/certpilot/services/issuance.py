@@ -4,6 +4,17 @@
     script runs) -> CSR -> script in a worker process -> the five checks ->
     record: a new revision in the same transaction that makes it current, or a
     failed attempt that leaves the served revision untouched.
+
+Deferred issuance: a script that raises `Pending(retry_after_s, cookie)` leaves
+the request with its CA; the cookie is stored sealed in the transaction that
+records the answer (the key was stored before the CA saw the CSR), and later
+attempts are polls, `certificate_poll(cookie, args_dict)`, with the same key,
+until the CA issues (the five checks, as ever), fails (backoff, then a fresh
+submission), or the profile's `max_pending_days` pass. A manual renewal while
+deferred abandons the request and submits afresh.
+
+Script state: every call gets the profile's `context.state`; what the call
+changed is saved with its outcome (see `domain.script_state` for the merge rule).
 """
 
 from __future__ import annotations
@@ -19,12 +30,14 @@ from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, IssuerFailed, KeyBackendError
 from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
+from certpilot.issuers.messages import OPERATION_POLL, OPERATION_REQUEST
 from certpilot.issuers.runner import Failed, Issued, Pending, ScriptCall, ScriptResult
 from certpilot.pki.checks import IssuedCertificate, check_issued
 from certpilot.policy import next_retry_at
+from certpilot.policy.deferral import next_poll_at
 from certpilot.services import key_backends, scheduling
 from certpilot.services.app import App
-from certpilot.store import attempts, schedule
+from certpilot.store import attempts, deferrals, schedule, script_state
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
 from certpilot.store import scripts as script_repo
@@ -32,11 +45,15 @@ from certpilot.store.events import record_event
 
 @dataclass(frozen=True)
 class AttemptReport:
+    """`deferred_since` and `next_poll_at` are set when the outcome is DEFERRED."""
+
     name: str
     outcome: Outcome
     revision: int | None
     error: str | None
     failures: int
+    deferred_since: dt.datetime | None = None
+    next_poll_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class _Job:
     script: Script
     key: repo.StoredKey | None
     previous_pem: str | None
+    deferral: deferrals.Deferral | None = None  # set: this attempt polls the request the CA holds
+    state: dict[str, str] | None = None  # the profile's context.state as the attempt began
 
 
 def _secrets(job: _Job) -> tuple[str, ...]:
@@ -80,11 +99,16 @@ def start(app: App, session: Session, name: str, *, owner: str, actor: str) -> S
     profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
     script = script_repo.get_script(session, profile.script)
     key = attempts.pending_key(session, name)
+    deferral = deferrals.load(session, name, app.sealer)
+    if deferral is not None and (key is None or schedule.is_renewal_requested(session, name)):
+        deferrals.abandon(session, name)  # a manual renewal (or a lost key) submits afresh
+        deferral = None
     job = _Job(cert, profile, script, key,
-               attempts.spec_context(session, name)["previous_certificate"])  # type: ignore[arg-type]
+               attempts.spec_context(session, name)["previous_certificate"],  # type: ignore[arg-type]
+               deferral, script_state.load(session, profile.name, app.sealer))
+    kind = "poll" if deferral is not None else "issue" if cert.status.revision is None else "renew"
     attempt_id = attempts.start_attempt(
-        session, name, key_id=key.key_id if key else None,
-        kind="issue" if cert.status.revision is None else "renew", worker=owner, now=now)
+        session, name, key_id=key.key_id if key else None, kind=kind, worker=owner, now=now)
     return Started(job, attempt_id, owner, actor)
 
 
@@ -161,6 +185,7 @@ def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> Attemp
             attempts.store_pending_key(session, name, key, attempt_id=attempt_id, now=app.clock.now())
 
     secrets = _secrets(job)
+    polling = job.deferral is not None
     call = ScriptCall(
         script_name=job.script.name, source=job.script.source, timeout_s=job.script.timeout_s,
         csr_pem=key.csr_pem, common_name=spec.subject.common_name, args=_args(job), secrets=secrets,
@@ -171,16 +196,59 @@ def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> Attemp
         },
         profile=job.profile.name, concurrency=job.profile.sandbox.concurrency,
         allow_read=job.profile.sandbox.allow_read, allow_write=job.profile.sandbox.allow_write,
+        operation=OPERATION_POLL if polling else OPERATION_REQUEST,
+        cookie=job.deferral.cookie if job.deferral is not None else "", state=dict(job.state or {}),
     )
     try:
         result = app.runner.call(call)
     except Exception as exc:  # the runner itself broke: still a recorded, retryable attempt
         result = Failed(f"the script runner failed: {exc}")
+    if isinstance(result, Pending):
+        return _record_deferral(app, job, attempt_id, result, actor, owner)
     try:
         issued = _checked(result, key, job, app.clock.now())
     except IssuerFailed as failure:
         return _record_failure(app, job, attempt_id, failure, result, secrets, actor, owner)
     return _record_success(app, job, attempt_id, key, issued, result, actor, owner)
+
+
+def _save_state(app: App, session: Session, job: _Job, result: ScriptResult, now: dt.datetime) -> str | None:
+    """The call's changes to `context.state`, saved in the outcome's transaction."""
+    if result.state_changes is None:
+        return None
+    return script_state.apply(session, job.profile.name, app.sealer, result.state_changes, now)
+
+
+def _with_note(output: str | None, note: str | None) -> str | None:
+    if note is None:
+        return output or None
+    return f"{output.rstrip()}\n--- certpilot ---\n{note}" if output else f"--- certpilot ---\n{note}"
+
+
+def _record_deferral(app: App, job: _Job, attempt_id: int, result: Pending, actor: str, owner: str) -> AttemptReport:
+    """The CA holds the request: keep its cookie (sealed), poll it later, release."""
+    name = job.certificate.name
+    now = app.clock.now()
+    since = job.deferral.since if job.deferral is not None else now
+    poll_at = next_poll_at(result.retry_after_s, now, deferred_since=since,
+                           max_pending_days=job.profile.renewal.max_pending_days,
+                           min_poll_s=app.settings.deferred_poll_min_s)
+    # a poll's Pending without a cookie keeps the one the CA gave before
+    cookie = result.cookie if result.cookie or job.deferral is None else None
+    with app.db.transaction() as session:
+        note = _save_state(app, session, job, result, now)
+        deferral = deferrals.record(session, name, app.sealer, attempt_id=attempt_id, cookie=cookie, now=now,
+                                    poll_at=poll_at, output=_with_note(result.output, note))
+        if job.deferral is None:
+            record_event(
+                session, at=now, actor=actor, kind=EventKind.CERT_DEFERRED, object_type="certificate",
+                object_name=name, details={"retry_after_s": result.retry_after_s, "next_poll_at": poll_at.isoformat(),
+                                           "max_pending_days": job.profile.renewal.max_pending_days},
+            )
+        scheduling.reschedule(session, name, now)
+        schedule.release(session, name, owner)
+    return AttemptReport(name, Outcome.DEFERRED, job.certificate.status.revision, None,
+                         job.certificate.status.failures, deferred_since=deferral.since, next_poll_at=poll_at)
 
 
 def _checked(result: ScriptResult, key: repo.StoredKey, job: _Job, now: dt.datetime) -> IssuedCertificate:
@@ -192,7 +260,7 @@ def _checked(result: ScriptResult, key: repo.StoredKey, job: _Job, now: dt.datet
                 requested_names=job.certificate.spec.subject_alt_names, now=now,
             )
         case Pending():
-            raise IssuerFailed("the CA deferred issuance; deferred issuance is not supported yet", outcome="failed")
+            raise TypeError("a Pending result is recorded as a deferral, never checked")
         case Failed(timed_out=True):
             raise IssuerFailed(result.error, outcome=Outcome.TIMEOUT.value)
         case Failed(returned_other=True):
@@ -209,17 +277,20 @@ def _record_success(
     name = job.certificate.name
     now = app.clock.now()
     with app.db.transaction() as session:
+        note = _save_state(app, session, job, result, now)
         number = attempts.finish_attempt_issued(
             session, name, attempt_id=attempt_id, key=key, leaf_pem=issued.leaf_pem,
-            chain_pem=issued.chain_pem, facts=issued.facts, output=result.output or None, now=now,
+            chain_pem=issued.chain_pem, facts=issued.facts, output=_with_note(result.output, note), now=now,
         )
         first = job.certificate.status.revision is None
+        details: dict[str, object] = {"revision": number, "serial": issued.facts.serial,
+                                      "not_after": issued.facts.not_after.isoformat()}
+        if job.deferral is not None:  # the poll's outcome: the CA issued what it held
+            details |= {"deferred_since": job.deferral.since.isoformat(), "polls": job.deferral.polls + 1}
         record_event(
             session, at=now, actor=actor,
             kind=EventKind.CERT_ISSUED if first else EventKind.CERT_RENEWED,
-            object_type="certificate", object_name=name,
-            details={"revision": number, "serial": issued.facts.serial,
-                     "not_after": issued.facts.not_after.isoformat()},
+            object_type="certificate", object_name=name, details=details,
         )
         scheduling.reschedule(session, name, now)
         schedule.release(session, name, owner)
@@ -238,17 +309,20 @@ def _record_failure(
     retry_at = next_retry_at(failures, now=now, not_after=job.certificate.status.not_after,
                              random_fraction=app.random_fraction())
     with app.db.transaction() as session:
+        note = _save_state(app, session, job, result, now)
         failures = attempts.finish_attempt_failed(
             session, name, attempt_id=attempt_id, outcome=outcome, error=error,
-            output=result.output or None, now=now, retry_at=retry_at,
+            output=_with_note(result.output, note), now=now, retry_at=retry_at,
         )
         first = job.certificate.status.revision is None
+        details: dict[str, object] = {"outcome": outcome.value, "error": error, "failures": failures,
+                                      "next_attempt_at": retry_at.isoformat()}
+        if job.deferral is not None:  # the poll's outcome: the deferral ends, the next try submits afresh
+            details |= {"during": "poll", "deferred_since": job.deferral.since.isoformat()}
         record_event(
             session, at=now, actor=actor,
             kind=EventKind.CERT_ISSUE_FAILED if first else EventKind.CERT_RENEW_FAILED,
-            object_type="certificate", object_name=name,
-            details={"outcome": outcome.value, "error": error, "failures": failures,
-                     "next_attempt_at": retry_at.isoformat()},
+            object_type="certificate", object_name=name, details=details,
         )
         scheduling.reschedule(session, name, now)
         schedule.release(session, name, owner)
@@ -258,3 +332,26 @@ def _record_failure(
 def is_success(report: AttemptReport) -> bool:
     return report.outcome is Outcome.ISSUED
 
+
+
+def give_up_deferral(app: App, session: Session, name: str, *, now: dt.datetime, actor: str) -> str:
+    """Bookkeeping in the caller's transaction (the policy's GIVE_UP): the CA held the
+    request past the profile's `max_pending_days`; record that as a failure, so the
+    certificate backs off and then submits afresh. Returns the error recorded."""
+    cert = repo.get_certificate(session, name, now)
+    profile = profile_repo.get_profile(session, cert.spec.profile)
+    since = cert.status.deferred_since
+    days = profile.renewal.max_pending_days
+    error = (f"the CA did not issue within {days} day(s) (max_pending_days) of accepting the request"
+             + (f" on {since.isoformat()}" if since else ""))
+    failures = cert.status.failures + 1
+    retry_at = next_retry_at(failures, now=now, not_after=cert.status.not_after, random_fraction=app.random_fraction())
+    failures = attempts.fail_deferral(session, name, error=error, now=now, retry_at=retry_at)
+    record_event(
+        session, at=now, actor=actor,
+        kind=EventKind.CERT_ISSUE_FAILED if cert.status.revision is None else EventKind.CERT_RENEW_FAILED,
+        object_type="certificate", object_name=name,
+        details={"outcome": Outcome.FAILED.value, "error": error, "failures": failures, "during": "poll",
+                 "deferred_since": since.isoformat() if since else None, "next_attempt_at": retry_at.isoformat()},
+    )
+    return error

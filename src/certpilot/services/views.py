@@ -10,6 +10,7 @@ from certpilot.domain.model import (
     ApiToken,
     Attempt,
     Certificate,
+    CertificateStatus,
     Event,
     HsmGroup,
     Profile,
@@ -53,6 +54,7 @@ def profile_view(profile: Profile) -> dict[str, Any]:
         "renew_before_days": profile.renewal.renew_before_days,
         "renew_before_percent": profile.renewal.renew_before_percent,
         "warning_days": list(profile.renewal.warning_days),
+        "max_pending_days": profile.renewal.max_pending_days,
         "default_key": str(profile.default_key),
         "concurrency": profile.sandbox.concurrency,
         "allow_read": list(profile.sandbox.allow_read),
@@ -88,8 +90,25 @@ def certificate_view(cert: Certificate) -> dict[str, Any]:
             "next_action_at": timestamp(st.next_action_at),
             "failures": st.failures,
             "last_error": st.last_error,
+            "awaiting_ca": awaiting_ca_view(st),
         },
     }
+
+
+def awaiting_ca_view(st: CertificateStatus) -> dict[str, Any] | None:
+    """A deferred request: the CA accepted it and has not issued yet (None otherwise)."""
+    if st.deferred_since is None:
+        return None
+    return {"since": timestamp(st.deferred_since), "next_poll_at": timestamp(st.next_poll_at),
+            "polls": st.deferred_polls}
+
+
+def awaiting_ca_text(st: CertificateStatus) -> str | None:
+    """One line for people: "awaiting the CA since …; next poll at …"."""
+    view = awaiting_ca_view(st)
+    if view is None:
+        return None
+    return f"awaiting the CA since {view['since']} ({view['polls']} poll(s) so far); next poll at {view['next_poll_at']}"
 
 
 def revision_view(rev: Revision, current: int | None = None) -> dict[str, Any]:

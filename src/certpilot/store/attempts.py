@@ -14,7 +14,7 @@ from certpilot.domain.errors import Conflict
 from certpilot.domain.model import Outcome, Phase
 from certpilot.pki.certificate import CertificateFacts
 from certpilot.store.certificates import StoredKey, _row, get_key
-from certpilot.store.tables import AttemptRow, HsmGroupRow, KeyRow, RevisionRow
+from certpilot.store.tables import AttemptRow, CertificateStatusRow, HsmGroupRow, KeyRow, RevisionRow
 
 
 def pending_key(session: Session, name: str) -> StoredKey | None:
@@ -52,11 +52,19 @@ def start_attempt(session: Session, name: str, *, key_id: str | None, kind: str,
         _finish(stale, Outcome.FAILED, now, f"the worker {stale.worker} stopped during this attempt", None)
     attempt = AttemptRow(certificate_id=row.id, key_id=key_id, kind=kind, worker=worker, started_at=now)
     session.add(attempt)
-    if row.status.current_revision_id is not None:
+    if row.status.current_revision_id is not None and kind != "poll":  # a poll stays `deferred`
         row.status.phase = Phase.RENEWING.value
     row.status.last_attempt_at = now
     session.flush()
     return attempt.id
+
+
+def clear_deferral(st: CertificateStatusRow) -> None:
+    """Forget the request the CA held (its cookie too)."""
+    st.deferred_cookie_sealed = None
+    st.deferred_since = None
+    st.deferred_poll_at = None
+    st.deferred_polls = 0
 
 
 def _finish(row: AttemptRow, outcome: Outcome, now: dt.datetime, error: str | None, output: str | None) -> None:
@@ -97,6 +105,7 @@ def finish_attempt_issued(
     st = row.status
     st.current_revision_id = revision.id
     st.pending_key_id = None
+    clear_deferral(st)
     st.phase = Phase.ISSUED.value
     st.failures = 0
     st.last_error = None
@@ -125,20 +134,35 @@ def finish_attempt_failed(
     retry_at: dt.datetime,
 ) -> int:
     """Record a failed attempt; the served revision is left as it is. Returns the failure count."""
+    st = _mark_failed(session, name, error=error, now=now, retry_at=retry_at)
+    attempt = session.get(AttemptRow, attempt_id)
+    assert attempt is not None
+    _finish(attempt, outcome, now, error, output)
+    session.flush()
+    return st.failures
+
+
+def _mark_failed(session: Session, name: str, *, error: str, now: dt.datetime,
+                 retry_at: dt.datetime) -> CertificateStatusRow:
     row = _row(session, name, for_update=True)
     st = row.status
     st.failures += 1
     st.last_error = error
     st.renewal_requested = False
     st.retry_at = retry_at
+    clear_deferral(st)  # a failed poll or submission ends the deferral: the next try submits afresh
     if st.current_revision_id is None:
         st.phase = Phase.FAILED.value
     else:
         expired = st.current_revision is not None and st.current_revision.not_after <= now
         st.phase = (Phase.EXPIRED if expired else Phase.ISSUED).value
-    attempt = session.get(AttemptRow, attempt_id)
-    assert attempt is not None
-    _finish(attempt, outcome, now, error, output)
+    return st
+
+
+def fail_deferral(session: Session, name: str, *, error: str, now: dt.datetime, retry_at: dt.datetime) -> int:
+    """A deferral that waited too long ends as a failure (no attempt runs for it).
+    Returns the failure count."""
+    st = _mark_failed(session, name, error=error, now=now, retry_at=retry_at)
     session.flush()
     return st.failures
 

@@ -87,7 +87,7 @@ def _status(row: CertificateRow, now: dt.datetime) -> CertificateStatus:
     if rev is None:
         return CertificateStatus(
             phase=Phase(st.phase), next_action_at=st.next_action_at, failures=st.failures,
-            last_error=st.last_error, last_attempt_at=st.last_attempt_at,
+            last_error=st.last_error, last_attempt_at=st.last_attempt_at, **_deferral_fields(st),
         )
     renewal = renewal_of(row.profile)
     return CertificateStatus(
@@ -105,7 +105,15 @@ def _status(row: CertificateRow, now: dt.datetime) -> CertificateStatus:
         failures=st.failures,
         last_error=st.last_error,
         last_attempt_at=st.last_attempt_at,
+        **_deferral_fields(st),
     )
+
+
+def _deferral_fields(st: CertificateStatusRow) -> dict[str, object]:
+    if st.deferred_since is None:
+        return {}
+    return {"deferred_since": st.deferred_since, "next_poll_at": st.deferred_poll_at,
+            "deferred_polls": st.deferred_polls}
 
 
 def _to_certificate(row: CertificateRow, now: dt.datetime, sealer: Sealer | None = None) -> Certificate:

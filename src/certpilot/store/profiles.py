@@ -25,6 +25,7 @@ def renewal_of(row: ProfileRow) -> RenewalSettings:
         renew_before_days=row.renew_before_days,
         renew_before_percent=row.renew_before_percent,
         warning_days=tuple(row.warning_days),
+        max_pending_days=row.max_pending_days,
     )
 
 
@@ -94,6 +95,7 @@ def add_profile(
         renew_before_days=renewal.renew_before_days,
         renew_before_percent=renewal.renew_before_percent,
         warning_days=list(renewal.warning_days),
+        max_pending_days=renewal.max_pending_days,
         default_key=str(default_key),
         concurrency=sandbox.concurrency,
         allow_read=list(sandbox.allow_read),
@@ -170,6 +172,7 @@ def replace_profile(
     row.renew_before_days = renewal.renew_before_days
     row.renew_before_percent = renewal.renew_before_percent
     row.warning_days = list(renewal.warning_days)
+    row.max_pending_days = renewal.max_pending_days
     row.default_key = str(default_key)
     row.concurrency = sandbox.concurrency
     row.allow_read = list(sandbox.allow_read)

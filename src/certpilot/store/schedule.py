@@ -51,6 +51,10 @@ def is_leased(session: Session, name: str, now: dt.datetime) -> bool:
     return bool(status and status.lease_owner and status.lease_expires_at and status.lease_expires_at >= now)
 
 
+def is_renewal_requested(session: Session, name: str) -> bool:
+    return bool(_row(session, name).status.renewal_requested)
+
+
 def release(session: Session, name: str, owner: str) -> None:
     session.execute(
         update(CertificateStatusRow)
@@ -160,6 +164,8 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
         failures=st.failures,
         retry_at=st.retry_at,
         renewal_requested=st.renewal_requested,
+        deferred_poll_at=st.deferred_poll_at,
+        deferred_since=st.deferred_since,
         warned_days=frozenset(st.warned_days or ()),
         expired_event_recorded=st.expired_event_recorded,
     )

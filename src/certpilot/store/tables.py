@@ -85,6 +85,7 @@ class ProfileRow(Base):
     concurrency: Mapped[int] = mapped_column(Integer, server_default="16")
     allow_read: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
     allow_write: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
+    max_pending_days: Mapped[int] = mapped_column(Integer, server_default="30")  # migration 0006
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -105,6 +106,20 @@ class ProfileParamRow(Base):
     value_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
     dynamic: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProfileStateRow(Base):
+    """One key of a profile's script state (`context.state`); the value is sealed under the
+    profile's id and the key (migration 0006)."""
+
+    __tablename__ = "profile_state"
+    __table_args__ = (UniqueConstraint("profile_id", "key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid hex
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(256))
+    value_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)  # bytes of key and value, for the 64 KiB bound
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class CertificateRow(Base):
@@ -162,6 +177,10 @@ class CertificateStatusRow(Base):
     warned_days: Mapped[list[int]] = mapped_column(JSON, default=list)
     expired_event_recorded: Mapped[bool] = mapped_column(Boolean, default=False)
     deferred_cookie_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # a deferral (migration 0006): set while the CA holds a request of ours
+    deferred_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    deferred_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    deferred_polls: Mapped[int] = mapped_column(Integer, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -34,6 +34,45 @@ def snap(base: CertificateSnapshot, **changes: object) -> CertificateSnapshot:
 
 CASES = [
     # (id, snapshot, now, expected decision)
+    (
+        "deferral-past-max-pending-days-gives-up",
+        snap(PENDING, phase=Phase.DEFERRED, deferred_since=day(0), deferred_poll_at=day(31)),
+        day(30),
+        Decision(Action.GIVE_UP, Reason.DEFERRAL_TOO_LONG),
+    ),
+    (
+        "deferral-within-max-pending-days-waits-for-its-poll",
+        snap(PENDING, phase=Phase.DEFERRED, deferred_since=day(0), deferred_poll_at=day(29)),
+        day(28),
+        Decision(Action.NOTHING, Reason.DEFERRED_WAITING, at=day(29)),
+    ),
+    (
+        "deferral-wakes-at-its-deadline-when-the-poll-is-later",
+        snap(PENDING, phase=Phase.DEFERRED, deferred_since=day(0), deferred_poll_at=day(40),
+             renewal=RenewalSettings(max_pending_days=3)),
+        day(1),
+        Decision(Action.NOTHING, Reason.DEFERRED_WAITING, at=day(3)),
+    ),
+    (
+        "deferral-gives-up-after-the-profiles-max-pending-days",
+        snap(PENDING, phase=Phase.DEFERRED, deferred_since=day(0), deferred_poll_at=day(40),
+             renewal=RenewalSettings(max_pending_days=3)),
+        day(3),
+        Decision(Action.GIVE_UP, Reason.DEFERRAL_TOO_LONG),
+    ),
+    (
+        "deferral-of-an-expired-certificate-keeps-polling",
+        snap(ISSUED, phase=Phase.EXPIRED, expired_event_recorded=True, deferred_since=day(89),
+             deferred_poll_at=day(91)),
+        day(91),
+        Decision(Action.POLL, Reason.DEFERRED_POLL_DUE),
+    ),
+    (
+        "manual-request-beats-an-overdue-deferral",
+        snap(PENDING, phase=Phase.DEFERRED, deferred_since=day(0), renewal_requested=True),
+        day(40),
+        Decision(Action.ISSUE, Reason.RENEWAL_REQUESTED),
+    ),
     ("pending-issues", PENDING, day(0), Decision(Action.ISSUE, Reason.NO_REVISION)),
     (
         "failed-retry-due-issues",
@@ -241,6 +280,7 @@ def test_reason_codes_are_stable():
         "expired",
         "renewal_requested",
         "deferred_poll_due",
+        "deferral_too_long",
         "no_revision",
         "retry_after_failure",
         "renewal_due",

@@ -27,7 +27,7 @@ def create_profile(body: ProfileIn, app: CertpilotApp, who: Admin) -> dict:
         app, body.name, script=body.script, params=_params(body), renew_before_days=body.renew_before_days,
         renew_before_percent=body.renew_before_percent, warning_days=body.warning_days,
         default_key=KeySpec.parse(body.default_key), concurrency=body.concurrency, allow_read=body.allow_read,
-        allow_write=body.allow_write, actor=who.actor,
+        allow_write=body.allow_write, max_pending_days=body.max_pending_days, actor=who.actor,
     ))
 
 
@@ -42,7 +42,7 @@ def update_profile(name: str, body: ProfileUpdate, app: CertpilotApp, who: Admin
         app, name, script=body.script, params=_params(body), renew_before_days=body.renew_before_days,
         renew_before_percent=body.renew_before_percent, warning_days=body.warning_days,
         default_key=KeySpec.parse(body.default_key), concurrency=body.concurrency, allow_read=body.allow_read,
-        allow_write=body.allow_write, actor=who.actor,
+        allow_write=body.allow_write, max_pending_days=body.max_pending_days, actor=who.actor,
     ))
 
 
