@@ -147,6 +147,13 @@ def update_certificate(app: App, name: str, given: SpecInput, *, actor: str) -> 
     now = app.clock.now()
     with app.db.transaction() as session:
         spec, sensitive, keep = _checked_spec(session, given, keep_masked=True)
+        current_profile = repo.get_certificate(session, name, now).spec.profile
+        if keep and spec.profile != current_profile:
+            # a value an admin set for one profile's script must not reach another's unasked
+            raise InvalidInput(
+                f"the profile changes from {current_profile} to {spec.profile}: sensitive dynamic "
+                f"{'values' if len(keep) > 1 else 'value'} {', '.join(sorted(keep))} "
+                "are not carried over to another profile; send the value again", field="dynamic_params")
         changed = repo.replace_spec(session, app.sealer, name=name, spec=spec, sensitive_params=sensitive,
                                     keep_sensitive=keep, now=now)
         if changed:
