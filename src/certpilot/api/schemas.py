@@ -324,4 +324,7 @@ class HsmCheckOut(BaseModel):
     manufacturer: str
     model: str
     serial: str
+    module_env: dict[str, str] = Field(
+        default_factory=dict, description="what the PKCS#11 module reads from the environment, e.g. SOFTHSM2_CONF")
     mechanisms: int
+    module_env: dict[str, str]

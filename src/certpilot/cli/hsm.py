@@ -24,14 +24,26 @@ def add(
     token: Annotated[str, typer.Option("--token", help="Token label.")],
     pin: Annotated[str | None, typer.Option("--pin", help="User PIN (prefer --pin-file: argv is visible to others).")] = None,
     pin_file: Annotated[Path | None, typer.Option("--pin-file", help="Read the user PIN from the first line.")] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        "--env", help="NAME=VALUE the module reads from the environment, e.g. SOFTHSM2_CONF=/etc/softhsm2.conf; "
+                      "set in every certpilot process before it loads the module (repeatable).")] = None,
 ) -> None:
     """Add an HSM group; its PIN is sealed under the master key and never shown."""
     if (pin is None) == (pin_file is None):
         raise InvalidInput("give the PIN with exactly one of --pin or --pin-file", field="pin")
     if pin_file is not None:
         pin = read_secret_file(pin_file, "PIN")
+    module_env: dict[str, str] = {}
+    for text in env or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--env {text!r}: give NAME=VALUE", field="module_env")
+        if key in module_env:
+            raise InvalidInput(f"--env {key} is given twice", field="module_env")
+        module_env[key] = value
     with open_app() as ctx:
-        service.add_group(ctx, name, module_path=module, token_label=token, pin=pin or "", actor=local_actor())
+        service.add_group(ctx, name, module_path=module, token_label=token, pin=pin or "", actor=local_actor(),
+                          module_env=module_env)
     say(f"HSM group {name} added (token {token}); check it with `certpilot hsm check {name}`")
 
 
@@ -44,7 +56,9 @@ def list_(json_: JsonFlag = False) -> None:
     if json_:
         print_json(rows)
         return
-    print_table(["NAME", "TOKEN", "MODULE"], [(r["name"], r["token_label"], r["module_path"]) for r in rows],
+    print_table(["NAME", "TOKEN", "MODULE", "ENV"],
+                [(r["name"], r["token_label"], r["module_path"],
+                  " ".join(f"{k}={v}" for k, v in sorted(r["module_env"].items())) or None) for r in rows],
                 empty="no HSM groups")
 
 
@@ -57,7 +71,8 @@ def show(name: str, json_: JsonFlag = False) -> None:
     if json_:
         print_json(view)
         return
-    print_fields(list(view.items()))
+    env = " ".join(f"{k}={v}" for k, v in sorted(view["module_env"].items())) or None
+    print_fields([(k, env if k == "module_env" else v) for k, v in view.items()])
 
 
 @app.command("check")

@@ -507,10 +507,37 @@ class ApiToken:
 
 @dataclass(frozen=True)
 class HsmGroup:
-    """A PKCS#11 token certpilot makes keys in; the PIN never leaves the service layer."""
+    """A PKCS#11 token certpilot makes keys in; the PIN never leaves the service layer.
+    `module_env`: the environment its module reads when it is loaded (e.g. SOFTHSM2_CONF)."""
 
     name: str
     module_path: str
     token_label: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    module_env: Mapping[str, str] = field(default_factory=dict)
+
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Variables that change how certpilot itself or its interpreter runs, not what a module reads
+_RESERVED_ENV = re.compile(r"^(CERTPILOT_|PYTHON|LD_)|^(PATH|HOME|TMPDIR)$")
+
+
+def check_module_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A PKCS#11 module's environment, checked: names of letters, digits and `_`, not
+    certpilot's own, the interpreter's or the dynamic linker's; values of one line."""
+    checked: dict[str, str] = {}
+    for name, value in env.items():
+        if not ENV_NAME_RE.match(name):
+            raise InvalidInput(f"environment variable name {name!r} is not valid: letters, digits and _",
+                               field="module_env")
+        if _RESERVED_ENV.search(name):
+            raise InvalidInput(f"environment variable {name} cannot be set for a PKCS#11 module: it changes "
+                               "how certpilot runs, not what the module reads", field="module_env")
+        if "\x00" in value or "\n" in value or len(value) > 4096:
+            raise InvalidInput(f"the value of {name} must be one line of at most 4096 characters",
+                               field="module_env")
+        checked[name] = value
+    if len(checked) > 32:
+        raise InvalidInput("at most 32 environment variables per HSM group", field="module_env")
+    return checked

@@ -4,11 +4,18 @@ sensitive and non-extractable; CSRs are signed there; the key never leaves it.
 Sessions are opened once per process and token, and reused under a lock (a
 PKCS#11 session is not meant for two threads at once). Every PKCS#11 failure is
 turned into a `KeyBackendError` that says what to fix.
+
+A module reads its environment (SoftHSM2: SOFTHSM2_CONF) once, when a process
+initialises it: a group's `env` is set in the process before that. When the module
+was initialised earlier in this process with other values (a group removed and added
+again with another environment), its sessions are closed and it is initialised
+again, so it reads the new ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,7 @@ class TokenRef:
     module_path: str
     token_label: str
     pin: str
+    env: tuple[tuple[str, str], ...] = ()  # what the module reads from the environment when loaded
 
     @property
     def cache_key(self) -> tuple[str, str]:
@@ -81,10 +89,7 @@ def _explain(exc: Exception, ref: TokenRef) -> KeyBackendError:
 class _Token:
     def __init__(self, ref: TokenRef) -> None:
         p11 = _pkcs11()
-        try:
-            lib = p11.lib(ref.module_path)
-        except (RuntimeError, OSError) as exc:
-            raise KeyBackendError(f"cannot load the PKCS#11 module {ref.module_path}: {exc}") from exc
+        lib = _load_module(ref)
         try:
             self.token = lib.get_token(token_label=ref.token_label)
             self.session = self.token.open(user_pin=ref.pin, rw=True)
@@ -96,6 +101,41 @@ class _Token:
 
 _tokens: dict[tuple[str, str], _Token] = {}
 _tokens_lock = threading.Lock()
+# module path -> the environment this process had when it initialised the module
+_initialised_with: dict[str, dict[str, str]] = {}
+
+
+def _load_module(ref: TokenRef) -> Any:
+    """The module of `ref`, initialised with `ref.env` in the environment (under `_tokens_lock`)."""
+    p11 = _pkcs11()
+    wanted = dict(ref.env)
+    seen = _initialised_with.get(ref.module_path)
+    if seen is not None and any(seen.get(name) != value for name, value in wanted.items()):
+        _finalize_module(ref.module_path)
+    os.environ.update(wanted)  # before C_Initialize, where modules read it
+    try:
+        lib = p11.lib(ref.module_path)
+    except (RuntimeError, OSError, p11.exceptions.PKCS11Error) as exc:
+        raise KeyBackendError(f"cannot load the PKCS#11 module {ref.module_path}: {exc}") from exc
+    _initialised_with.setdefault(ref.module_path, dict(os.environ))
+    return lib
+
+
+def _finalize_module(module_path: str) -> None:
+    """Close this process's sessions on the module and finalise it (under `_tokens_lock`)."""
+    p11 = _pkcs11()
+    for key in [k for k in _tokens if k[0] == module_path]:
+        token = _tokens.pop(key)
+        with token.lock:
+            try:
+                token.session.close()
+            except Exception:
+                pass
+    try:
+        p11.lib(module_path).finalize()
+    except (RuntimeError, OSError, p11.exceptions.PKCS11Error):
+        pass
+    _initialised_with.pop(module_path, None)
 
 
 def _token(ref: TokenRef) -> _Token:

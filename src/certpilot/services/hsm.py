@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 
 from certpilot.domain.errors import InvalidInput, KeyBackendError
-from certpilot.domain.model import EventKind, HsmGroup, check_name
+from certpilot.domain.model import EventKind, HsmGroup, check_module_env, check_name
 from certpilot.keys import pkcs11_backend
 from certpilot.keys.pkcs11_backend import TokenInfo, TokenRef
 from certpilot.services.app import App
@@ -17,8 +17,12 @@ from certpilot.store.events import record_event
 log = logging.getLogger("certpilot.hsm")
 
 
-def add_group(app: App, name: str, *, module_path: str, token_label: str, pin: str, actor: str) -> HsmGroup:
+def add_group(app: App, name: str, *, module_path: str, token_label: str, pin: str, actor: str,
+              module_env: dict[str, str] | None = None) -> HsmGroup:
+    """`module_env`: what the module reads from the environment (e.g. SOFTHSM2_CONF); every
+    process that loads the module for this group sets it first."""
     check_name(name, "HSM group")
+    env = check_module_env(module_env or {})
     if not module_path.startswith("/"):
         raise InvalidInput("the PKCS#11 module path must be absolute, e.g. /usr/lib/softhsm/libsofthsm2.so",
                            field="module_path")
@@ -29,10 +33,10 @@ def add_group(app: App, name: str, *, module_path: str, token_label: str, pin: s
     now = app.clock.now()
     with app.db.transaction() as session:
         group = repo.add_group(session, app.sealer, name=name, module_path=module_path, token_label=token_label,
-                               pin=pin, now=now)
+                               pin=pin, now=now, module_env=env)
         record_event(session, at=now, actor=actor, kind=EventKind.HSM_GROUP_CHANGED, object_type="hsm_group",
                      object_name=name, details={"action": "created", "module_path": module_path,
-                                                "token_label": token_label})
+                                                "token_label": token_label, "module_env": sorted(env)})
     return group
 
 

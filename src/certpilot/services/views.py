@@ -174,3 +174,4 @@ def hsm_group_view(group: HsmGroup) -> dict[str, Any]:
         "created_at": timestamp(group.created_at),
         "updated_at": timestamp(group.updated_at),
     }
+        "module_env": dict(group.module_env),

@@ -22,7 +22,7 @@ def pin_identity(row_id: str) -> str:
 
 def _to_group(row: HsmGroupRow) -> HsmGroup:
     return HsmGroup(name=row.name, module_path=row.module_path, token_label=row.token_label,
-                    created_at=row.created_at, updated_at=row.updated_at)
+                    created_at=row.created_at, updated_at=row.updated_at, module_env=dict(row.module_env or {}))
 
 
 def _row(session: Session, name: str) -> HsmGroupRow:
@@ -33,15 +33,28 @@ def _row(session: Session, name: str) -> HsmGroupRow:
 
 
 def add_group(session: Session, sealer: Sealer, *, name: str, module_path: str, token_label: str, pin: str,
-              now: dt.datetime) -> HsmGroup:
+              now: dt.datetime, module_env: dict[str, str] | None = None) -> HsmGroup:
     if session.scalar(select(exists().where(HsmGroupRow.name == name))):
         raise Conflict(f"HSM group {name!r} exists already")
+    module_env = dict(module_env or {})
+    # a process loads a module once, with one environment: the groups on it must agree
+    for other in session.scalars(select(HsmGroupRow).where(HsmGroupRow.module_path == module_path)):
+        if dict(other.module_env or {}) != module_env:
+            raise Conflict(
+                f"HSM group {other.name!r} uses {module_path} with the environment {_describe(other.module_env)}: "
+                "groups on one PKCS#11 module must give it the same environment"
+            )
     row_id = uuid.uuid4().hex
     row = HsmGroupRow(id=row_id, name=name, module_path=module_path, token_label=token_label,
-                      pin_sealed=sealer.seal_text(pin, pin_identity(row_id)), created_at=now, updated_at=now)
+                      pin_sealed=sealer.seal_text(pin, pin_identity(row_id)), created_at=now, updated_at=now,
+                      module_env=module_env)
     session.add(row)
     session.flush()
     return _to_group(row)
+
+
+def _describe(env: dict[str, str] | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted((env or {}).items())) or "(none)"
 
 
 def get_group(session: Session, name: str) -> HsmGroup:
@@ -54,7 +67,8 @@ def list_groups(session: Session) -> list[HsmGroup]:
 
 def token_ref(session: Session, sealer: Sealer, name: str) -> TokenRef:
     row = _row(session, name)
-    return TokenRef(row.module_path, row.token_label, sealer.open_text(row.pin_sealed, pin_identity(row.id)))
+    return TokenRef(row.module_path, row.token_label, sealer.open_text(row.pin_sealed, pin_identity(row.id)),
+                    env=tuple(sorted((row.module_env or {}).items())))
 
 
 def group_id(session: Session, name: str) -> str:

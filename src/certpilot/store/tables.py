@@ -213,6 +213,8 @@ class KeyRow(Base):
     pkcs11_id: Mapped[str | None] = mapped_column(String(64))  # CKA_ID, hex
     public_key_sha256: Mapped[str] = mapped_column(String(64))
     csr_pem: Mapped[str] = mapped_column(Text)
+    # what the PKCS#11 module reads from the environment when a process loads it (e.g. SOFTHSM2_CONF)
+    module_env: Mapped[dict[str, str]] = mapped_column(JSON, server_default="{}", default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

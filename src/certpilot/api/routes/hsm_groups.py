@@ -18,7 +18,8 @@ def list_groups(app: CertpilotApp, _: Viewer) -> list[dict]:
 @router.post("", response_model=HsmGroupOut, status_code=201)
 def add_group(body: HsmGroupIn, app: CertpilotApp, who: Admin) -> dict:
     return hsm_group_view(service.add_group(app, body.name, module_path=body.module_path,
-                                            token_label=body.token_label, pin=body.pin, actor=who.actor))
+                                            token_label=body.token_label, pin=body.pin, actor=who.actor,
+                                            module_env=body.module_env))
 
 
 @router.get("/{name}", response_model=HsmGroupOut)

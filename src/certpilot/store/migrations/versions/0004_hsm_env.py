@@ -4,12 +4,13 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-03
 
-Reserved in the chain so the second-wave changes can land in any order; it
-changes nothing until its feature fills it in.
+`hsm_groups.module_env`: the environment a group's PKCS#11 module reads when a
+process loads it (e.g. SOFTHSM2_CONF), applied by every process that uses the
+group. Existing groups get `{}` (the process's own environment, as before).
 """
 
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0004'
@@ -19,8 +20,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # a plain-text server default: SQLite's batch mode then adds the column in place
+    with op.batch_alter_table('hsm_groups', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('module_env', sa.JSON(), server_default='{}', nullable=False))
 
 
 def downgrade() -> None:
-    pass
+    op.drop_column('hsm_groups', 'module_env')
