@@ -387,6 +387,12 @@ def add_hsm_group(request: Request, user: PageAdmin, _: Csrf, name: Annotated[st
                   module_path: Annotated[str, Form()] = "", token_label: Annotated[str, Form()] = "",
                   pin: Annotated[str, Form()] = "", module_env: Annotated[str, Form()] = "") -> Response:
     try:
+        env: dict[str, str] = {}
+        for line in filter(None, (line.strip() for line in module_env.splitlines())):
+            key, sep, value = line.partition("=")
+            if not sep or not key or key in env:
+                raise InvalidInput(f"environment line {line!r}: give NAME=VALUE, each name once", field="module_env")
+            env[key] = value
         hsm_service.add_group(request.app.state.certpilot, name, module_path=module_path, token_label=token_label,
                               pin=pin, actor=user.actor, module_env=env)
     except CertpilotError as exc:
@@ -407,9 +413,3 @@ def check_hsm_group(request: Request, name: str, user: PageAdmin, _: Csrf) -> HT
     except CertpilotError as exc:
         check = {"ok": False, "message": f"{name}: {exc}"}
     return _hsm_page(request, user, check=check)
-        env: dict[str, str] = {}
-        for line in filter(None, (line.strip() for line in module_env.splitlines())):
-            key, sep, value = line.partition("=")
-            if not sep or not key or key in env:
-                raise InvalidInput(f"environment line {line!r}: give NAME=VALUE, each name once", field="module_env")
-            env[key] = value
