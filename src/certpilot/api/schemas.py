@@ -308,12 +308,15 @@ class HsmGroupIn(Lenient):
     module_path: str = Field(min_length=1, max_length=1024)
     token_label: str = Field(min_length=1, max_length=32)
     pin: str = Field(min_length=1, max_length=256, description="write-only; responses show ***")
+    module_env: dict[str, str] = Field(
+        default_factory=dict, description="what the PKCS#11 module reads from the environment, e.g. SOFTHSM2_CONF")
 
 
 class HsmGroupOut(BaseModel):
     name: str
     module_path: str
     token_label: str
+    module_env: dict[str, str]
     pin: str
     created_at: str
     updated_at: str
@@ -324,7 +327,4 @@ class HsmCheckOut(BaseModel):
     manufacturer: str
     model: str
     serial: str
-    module_env: dict[str, str] = Field(
-        default_factory=dict, description="what the PKCS#11 module reads from the environment, e.g. SOFTHSM2_CONF")
     mechanisms: int
-    module_env: dict[str, str]

@@ -170,8 +170,8 @@ def hsm_group_view(group: HsmGroup) -> dict[str, Any]:
         "name": group.name,
         "module_path": group.module_path,
         "token_label": group.token_label,
+        "module_env": dict(group.module_env),
         "pin": SENSITIVE_MASK,
         "created_at": timestamp(group.created_at),
         "updated_at": timestamp(group.updated_at),
     }
-        "module_env": dict(group.module_env),

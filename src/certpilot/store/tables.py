@@ -199,6 +199,8 @@ class HsmGroupRow(Base):
     pin_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # what the PKCS#11 module reads from the environment when a process loads it (e.g. SOFTHSM2_CONF)
+    module_env: Mapped[dict[str, str]] = mapped_column(JSON, server_default="{}", default=dict)
 
 
 class KeyRow(Base):
@@ -213,8 +215,6 @@ class KeyRow(Base):
     pkcs11_id: Mapped[str | None] = mapped_column(String(64))  # CKA_ID, hex
     public_key_sha256: Mapped[str] = mapped_column(String(64))
     csr_pem: Mapped[str] = mapped_column(Text)
-    # what the PKCS#11 module reads from the environment when a process loads it (e.g. SOFTHSM2_CONF)
-    module_env: Mapped[dict[str, str]] = mapped_column(JSON, server_default="{}", default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
