@@ -12,6 +12,8 @@ from fastapi import FastAPI
 
 from certpilot import __version__
 from certpilot.api.app import install_api
+from certpilot.api.body_limits import LimitBodySize
+from certpilot.api.docs import install_docs
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
 from certpilot.web.app import mount_web
@@ -41,13 +43,15 @@ def create_server(app: App, reconciler: Reconciler | None = None, *, web: bool =
         version=__version__,
         description="Certificates signed by your CA through issuer scripts, renewed before they expire.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # no Swagger UI from a CDN: certpilot.api.docs serves a plain page
         redoc_url=None,
         lifespan=lifespan,
     )
     server.state.certpilot = app
     install_api(server)
+    install_docs(server)
     if web:
         server.state.html_errors = error_page
         mount_web(server, app, https_only=https_only)
+    server.add_middleware(LimitBodySize)  # last added, outermost: bodies are judged before anything reads them
     return server

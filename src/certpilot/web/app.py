@@ -27,7 +27,7 @@ def mount_web(api: FastAPI, app: App, *, https_only: bool) -> None:
         same_site="strict",
         https_only=https_only,
     )
-    api.add_middleware(SecurityHeaders)
+    api.add_middleware(SecurityHeaders, hsts=https_only)
     api.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     api.include_router(pages.router)
     api.include_router(certificate_pages.router)

@@ -11,8 +11,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", include_in_schema=False)
-def healthz() -> dict[str, str]:
-    """The process answers (no authentication: a probe)."""
+async def healthz() -> dict[str, str]:
+    """The process answers (no authentication: a probe; on the event loop, so a busy
+    thread pool cannot hold it up)."""
     return {"status": "ok"}
 
 
