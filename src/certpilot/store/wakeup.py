@@ -3,7 +3,9 @@
 PostgreSQL: LISTEN/NOTIFY, sent in the transaction that made work due. SQLite (one
 host): each loop binds a unix datagram socket in a directory beside the database
 file (`certpilot.db.wake/`), and whoever made work due sends one byte to every
-socket there; a socket whose loop has gone is removed by the next sender.
+socket there; a socket whose loop has gone is removed by the next sender. A unix
+socket's path holds at most 107 bytes: a longer one is reached through the
+directory's descriptor (`/proc/self/fd/N/NAME`), so a deep data dir works too.
 """
 
 from __future__ import annotations
@@ -38,20 +40,47 @@ def sqlite_wake_dir(database_url: str) -> Path | None:
     return Path(url.database + ".wake")
 
 
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes with its NUL; keep a margin
+
+
+class _ShortPaths:
+    """Socket addresses for the files of `directory` that fit in sun_path."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._fd: int | None = None
+        if len(os.fsencode(directory)) + 32 > _MAX_SOCKET_PATH:
+            self._fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def address(self, name: str) -> str:
+        if self._fd is None:
+            return str(self._directory / name)
+        return f"/proc/self/fd/{self._fd}/{name}"
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def wake_sqlite_loops(database_url: str) -> None:
     """Wake every renewal loop listening on this SQLite database (none: nothing to do)."""
     directory = sqlite_wake_dir(database_url)
     if directory is None or not directory.is_dir():
         return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        sender.setblocking(False)
-        for path in directory.glob("*.sock"):
-            try:
-                sender.sendto(b"w", str(path))
-            except (ConnectionRefusedError, FileNotFoundError):  # its loop has gone
-                path.unlink(missing_ok=True)
-            except (BlockingIOError, OSError):
-                pass  # a full queue: that loop has a wake-up pending already
+    paths = _ShortPaths(directory)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            for path in directory.glob("*.sock"):
+                try:
+                    sender.sendto(b"w", paths.address(path.name))
+                except (ConnectionRefusedError, FileNotFoundError):  # its loop has gone
+                    path.unlink(missing_ok=True)
+                except (BlockingIOError, OSError):
+                    pass  # a full queue: that loop has a wake-up pending already
+    finally:
+        paths.close()
 
 
 class SqliteWakeListener:
@@ -66,15 +95,27 @@ class SqliteWakeListener:
         self._thread = threading.Thread(target=self._run, name="wake-listener", daemon=True)
         directory.mkdir(mode=0o700, exist_ok=True)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(self._path))
         self._socket.settimeout(1.0)
+        paths = _ShortPaths(directory)
+        try:
+            self._socket.bind(paths.address(self._path.name))
+        except OSError as exc:
+            # the loop still runs on its interval: slower to react, never stopped by this
+            log.warning("cannot listen for wake-ups at %s (%s); the renewal loop wakes on its interval only",
+                        self._path, exc)
+            self._socket.close()
+            self._stop.set()
+        finally:
+            paths.close()
 
     def start(self) -> None:
-        self._thread.start()
+        if not self._stop.is_set():
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self._socket.close()
         self._path.unlink(missing_ok=True)
 
