@@ -136,7 +136,11 @@ def report_sandbox(ctx: App) -> None:
 def configure_logging() -> None:
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from certpilot.log_format import OneLineFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])  # one record, one line: see log_format
 
 def run() -> None:
     try:

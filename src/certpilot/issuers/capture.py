@@ -1,8 +1,12 @@
-"""Bounded capture of a script's output, with sensitive values replaced by `***`."""
+"""Bounded capture of a script's output, with sensitive values replaced by `***`, in
+every form `secret_forms` knows (base64, hex, percent-encoding, `\\u` escapes,
+reversed, split between streams)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from certpilot.issuers.secret_forms import all_forms, split_pieces
 
 MASK = "***"
 
@@ -28,7 +32,7 @@ def _masked_window(data: bytes, secrets: Iterable[str], lo: int, hi: int) -> str
     """`data[lo:hi]` as text, with every secret that reaches into the window shown as
     `***`, also one cut by the window's edge. Offsets are bytes, so a cut through a
     multi-byte character cannot shift a secret out of view."""
-    encoded = sorted({s.encode("utf-8") for s in secrets if s}, key=len, reverse=True)
+    encoded = sorted({s.encode("utf-8", "surrogatepass") for s in all_forms(secrets)}, key=len, reverse=True)
     out, pos = [], lo
     for start, end in _secret_spans(data, encoded):
         if end <= lo or start >= hi:
@@ -41,9 +45,20 @@ def _masked_window(data: bytes, secrets: Iterable[str], lo: int, hi: int) -> str
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every non-empty secret replaced by `***`."""
-    data = text.encode("utf-8", "surrogatepass")
-    return _masked_window(data, secrets, 0, len(data))
+    """`text` with every non-empty secret, in any of its forms, replaced by `***`."""
+    return scrub_all([text], secrets)[0]
+
+
+def scrub_all(texts: Sequence[str], secrets: Iterable[str]) -> list[str]:
+    """Each of `texts` scrubbed, pieces of a secret printed apart across them included
+    (half of it on stdout, the rest on stderr)."""
+    secrets = [s for s in secrets if s]
+    hidden = secrets + split_pieces(texts, secrets)
+    out = []
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        out.append(_masked_window(data, hidden, 0, len(data)))
+    return out
 
 
 class BoundedCapture:

@@ -16,6 +16,7 @@ whatever it started.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from certpilot.clock import monotonic_s
 from certpilot.issuers import sandbox
-from certpilot.issuers.capture import BoundedCapture, scrub
+from certpilot.issuers.capture import BoundedCapture, scrub, scrub_all
 from certpilot.issuers.messages import OPERATION_REQUEST, CallReply, CallRequest, HostSpec
 from certpilot.domain.script_state import StateChanges
 from certpilot.issuers.protocol import ChannelClosed, read_message, write_message
@@ -500,8 +501,12 @@ class ScriptRunner:
 
 def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stderr: str,
                secrets: tuple[str, ...], duration_s: float) -> ScriptResult:
-    stdout, stderr = scrub(stdout, secrets), scrub(stderr, secrets)
-    logs = [scrub(line, secrets) for line in (reply.logs if reply else [])]
+    raw_logs = list(reply.logs) if reply else []
+    message = (reply.error or "") if reply else ""
+    # together: a secret printed half on stdout and half on stderr is found in its pieces
+    stdout, stderr, message, *logs = scrub_all([stdout, stderr, message, *raw_logs], secrets)
+    if reply is not None and reply.error is not None:
+        reply = dataclasses.replace(reply, error=message)
     sections = [("log", "\n".join(logs)), ("stdout", stdout), ("stderr", stderr)]
     output = "\n".join(f"--- {name} ---\n{text.rstrip()}" for name, text in sections if text.strip())
 

@@ -123,3 +123,32 @@ def test_a_login_flood_from_many_addresses_stalls_nothing(server: ServerProcess,
     assert served and all(status == 200 for _, status in served), served
     # argon2 takes 64 MiB a hash: bounded hashing keeps the server far from 45 x 64 MiB
     assert peak_rss_kib(server.proc.pid) < 768 * 1024, f"peak RSS {peak_rss_kib(server.proc.pid)} KiB"
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO certpilot.api: admin logged in from 10.0.0.1"
+MULTILINE_SCRIPT = f'''
+def certificate_request(csr, common_name, args_dict):
+    raise RuntimeError("the CA is down\\n{FORGED}\\r\\n\\x1b[2Jscreen cleared")
+'''
+
+
+def test_multi_line_script_output_stays_on_one_line_of_the_server_log(
+    server: ServerProcess, tokens: RoleTokens
+) -> None:
+    admin = tokens.headers(Role.ADMIN)
+    with httpx.Client(base_url=server.base_url, timeout=HANG_S, headers=admin) as http:
+        assert http.post("/api/v1/scripts", json={"name": "liar", "source": MULTILINE_SCRIPT}).status_code == 201
+        assert http.post("/api/v1/profiles", json={"name": "liar", "script": "liar"}).status_code == 201
+        r = http.post("/api/v1/certificates", json={"name": "forger", "spec": {
+            "profile": "liar", "subject": {"common_name": "forger.example.test"}}})
+        assert r.status_code == 202, r.text
+        for _ in range(600):  # the server's renewal loop makes the attempt and logs its failure
+            if "forger" in server.stderr() and "the CA is down" in server.stderr():
+                break
+            threading.Event().wait(0.1)
+    log = server.stderr()
+    assert "the CA is down" in log, log[-3000:]
+    assert not any(line.startswith(FORGED) for line in log.splitlines()), "a script forged a line of the log"
+    assert "\x1b" not in log
+    line = next(line for line in log.splitlines() if "the CA is down" in line)
+    assert "\\n" + FORGED in line, line
