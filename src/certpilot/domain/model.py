@@ -162,6 +162,10 @@ def _is_ip_address(value: str) -> bool:
     return True
 
 
+# Unicode bidirectional controls: they make a name display in another order than it is
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def make_subject(
     common_name: str,
     organization: str | None = None,
@@ -185,6 +189,9 @@ def make_subject(
             )
         if any(unicodedata.category(ch) == "Cc" for ch in value):
             raise InvalidInput(f"{field_name} contains control characters", field=field_name)
+        if any(ch in BIDI_CONTROLS for ch in value):  # text that reads otherwise than it is
+            raise InvalidInput(f"{field_name} contains bidirectional control characters (such as the "
+                               "right-to-left override)", field=field_name)
         return value
 
     cn = clean(common_name, "common_name")
