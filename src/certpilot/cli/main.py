@@ -85,6 +85,9 @@ def serve(
     prepare_script_user()
     with open_app() as ctx:
         report_sandbox(ctx)
+        if ctx.settings.insecure_test_password_hashing:
+            error("warning: CERTPILOT_INSECURE_TEST_PASSWORD_HASHING is set: passwords are hashed at the "
+                  "cheapest argon2 cost, for test suites only; never serve users like this")
         api = create_server(ctx, Reconciler(ctx), https_only=tls_cert is not None)
         say(f"certpilot serving on {scheme}://{host}:{port}")
         uvicorn.run(api, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
