@@ -8,9 +8,12 @@ directory itself, and traverse-only permission on the way to it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -29,3 +32,18 @@ def grants_for(values: Iterable[str]) -> list[str]:
     """The directories of the absolute paths among profile parameter values, shared."""
     dirs = {Path(v).parent for v in values if v.startswith("/") and "\n" not in v}
     return sorted(share_with_scripts(d) for d in dirs)
+
+
+@contextlib.contextmanager
+def scripts_directory() -> Iterator[Path]:
+    """A fresh directory under /tmp that sandboxed scripts may be granted, removed afterwards.
+
+    Not under pytest's `tmp_path`: pytest sets its root (/tmp/pytest-of-USER) back to 0700
+    whenever a session starts, so a run beside this one could take away the script user's
+    way there in the middle of a test."""
+    directory = Path(tempfile.mkdtemp(prefix="certpilot-scripts-"))
+    try:
+        os.chmod(directory, 0o1777)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -37,7 +37,7 @@ from certpilot.services.views import certificate_view
 from certpilot.store.database import create_db_engine, upgrade
 from certpilot.store.tables import CertificateStatusRow
 from tests.support.queued_ca import approve, polls, queued_ca_source, reject, submissions
-from tests.support.script_access import share_with_scripts
+from tests.support.script_access import scripts_directory
 
 ACTOR = "test:deferred"
 
@@ -51,10 +51,9 @@ class StepClock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Path:
-    directory = tmp_path / "queue"
-    share_with_scripts(directory)
-    return directory
+def queue() -> Iterator[Path]:
+    with scripts_directory() as directory:
+        yield directory
 
 
 @pytest.fixture
