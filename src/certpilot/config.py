@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=64, ge=1)  # script calls in flight per process
     script_user: str | None = None  # when root: the user scripts run as (default certpilot-script)
     script_recycle_calls: int = Field(default=1000, ge=1)  # a warm script host serves this many calls
+    # notifications by mail: smtp://[user:pass@]host[:port] (STARTTLS when offered) or smtps://…;
+    # `?from=ADDR` sets the sender, `?cafile=PATH` trusts a private CA
+    smtp_url: str | None = None
     # argon2 at the smallest cost: only for test suites, which would otherwise spend most of their time
     # hashing; honoured only when set explicitly, and `serve` warns loudly when it is
     insecure_test_password_hashing: bool = False

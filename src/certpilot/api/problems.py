@@ -15,6 +15,7 @@ from certpilot.domain.errors import (
     CertpilotError,
     ConfigurationError,
     Conflict,
+    DeployFailed,
     InvalidInput,
     IssuerFailed,
     KeyBackendError,
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[CertpilotError], int, str]] = [
     (TooManyAttempts, 429, "Too Many Requests"),
     (IssuerFailed, 502, "Issuer failed"),
     (KeyBackendError, 502, "Key backend error"),
+    (DeployFailed, 502, "Deployment failed"),
     (ConfigurationError, 503, "Service unavailable"),
 ]
 

@@ -92,6 +92,15 @@ class ProfileUpdate(Lenient):
     max_pending_days: int | None = Field(default=None, ge=1, le=365,
                                          description="days a deferred request may wait for the CA before it "
                                                      "fails (default 30; on update, unset keeps it)")
+    deploy_root: str | None = Field(default=None, max_length=4096, description=(
+        "absolute directory: each new revision is written to DEPLOY_ROOT/<certificate>/ (cert.pem, chain.pem, "
+        "fullchain.pem, key.pem), never through a symlink"))
+    deploy_command: str | None = Field(default=None, max_length=4096, description=(
+        "run after the files are in place; split like a shell would, no shell; 60 s timeout"))
+    deploy_owner: str | None = Field(default=None, max_length=256, description="USER[:GROUP] owning the files")
+    notify_url: str | None = Field(default=None, max_length=2048, description=(
+        "webhook receiving a JSON POST on failures and expiry; write-only (read as \"***\", which keeps it)"))
+    notify_email: str | None = Field(default=None, max_length=320, description="mail failures and expiry here")
 
 
 class ProfileIn(ProfileUpdate):
@@ -117,6 +126,11 @@ class ProfileOut(BaseModel):
     concurrency: int
     allow_read: list[str]
     allow_write: list[str]
+    deploy_root: str | None = None
+    deploy_command: str | None = None
+    deploy_owner: str | None = None
+    notify_url: str | None = None
+    notify_email: str | None = None
     created_at: str
     updated_at: str
 
@@ -194,6 +208,8 @@ class StatusOut(BaseModel):
     failures: int
     last_error: str | None
     awaiting_ca: AwaitingCaOut | None = None
+    deployed_revision: int | None = None
+    deploy_error: str | None = None
 
 
 class CertificateOut(BaseModel):

@@ -11,7 +11,7 @@ from certpilot.cli.profiles import split_assignment
 from certpilot.domain.errors import InvalidInput
 from certpilot.domain.model import KeySpec, make_subject
 from certpilot.services import certificates as service
-from certpilot.services import issuance
+from certpilot.services import deployment, issuance
 from certpilot.services.app import App, local_actor
 from certpilot.services.views import attempt_view, certificate_view, event_view, revision_view, timestamp
 
@@ -24,9 +24,22 @@ def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str
     if issuance.is_success(report):
         if not json_out:
             say(f"certificate {name}: revision {report.revision} issued")
+        _deploy_and_report(ctx, name, json_out)
         return
     error(f"certificate {name}: attempt {report.outcome.value}: {report.error}")
     raise typer.Exit(1)
+
+def _deploy_and_report(ctx: App, name: str, json_out: bool = False) -> bool:
+    """Deploy the new revision now when its profile deploys (`--wait`); False when that failed."""
+    report = deployment.deploy_or_wait(ctx, name, actor=local_actor())
+    if report is None:
+        return True
+    if report.deployed:
+        if not json_out:
+            say(f"certificate {name}: revision {report.revision} deployed")
+        return True
+    error(f"certificate {name}: deployment of revision {report.revision} failed (retried later): {report.error}")
+    return False
 
 @app.command("request")
 @settings_flags
@@ -112,6 +125,7 @@ def show(name: str, json_: JsonFlag = False) -> None:
         ("expiry status", st["expiry_status"]), ("fingerprint", st["fingerprint_sha256"]),
         ("renew at", st["renew_at"]), ("next action at", st["next_action_at"]),
         ("failures", st["failures"]), ("last error", st["last_error"]),
+        ("deployed revision", st["deployed_revision"]), ("deploy error", st["deploy_error"]),
     ])
 
 @app.command("history")
@@ -185,6 +199,17 @@ def renew(name: str, wait: WaitFlag = False) -> None:
             _attempt_and_report(ctx, name, holder=holder)
         else:
             say(f"certificate {name}: renewal requested")
+
+@app.command("deploy")
+@settings_flags
+def deploy(name: str) -> None:
+    """Deploy the served revision again now: files into the profile's deploy root, then its command."""
+    with open_app() as ctx:
+        report = deployment.redeploy(ctx, name, actor=local_actor())
+    if not report.deployed:
+        error(f"certificate {name}: deployment of revision {report.revision} failed: {report.error}")
+        raise typer.Exit(1)
+    say(f"certificate {name}: revision {report.revision} deployed")
 
 @app.command("export")
 @settings_flags

@@ -7,7 +7,15 @@ import typer
 from certpilot.cli.context import open_app, settings_flags
 from certpilot.cli.output import print_fields, print_json, print_table, say
 from certpilot.domain.errors import InvalidInput
-from certpilot.domain.model import DEFAULT_CONCURRENCY, DEFAULT_KEY_SPEC, KeySpec, ProfileParam
+from certpilot.domain.model import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_KEY_SPEC,
+    SENSITIVE_MASK,
+    DeploySettings,
+    KeySpec,
+    NotifySettings,
+    ProfileParam,
+)
 from certpilot.services import profiles as service
 from certpilot.services.app import local_actor
 from certpilot.services.views import profile_view
@@ -15,6 +23,19 @@ from certpilot.services.views import profile_view
 app = typer.Typer(help="Certificate management profiles: a script and the parameters passed to it.",
                   no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+DeployRootFlag = Annotated[str | None, typer.Option(
+    "--deploy-root", metavar="DIR", help="After each new revision write DIR/<certificate>/cert.pem, chain.pem, "
+    "fullchain.pem and key.pem (absolute path; never through a symlink).")]
+DeployCommandFlag = Annotated[str | None, typer.Option(
+    "--deploy-command", metavar="CMD", help="Run after the files are in place (split like a shell would, no shell; "
+    "env CERTPILOT_CERTIFICATE, CERTPILOT_REVISION, CERTPILOT_DEPLOY_DIR; 60 s timeout).")]
+DeployOwnerFlag = Annotated[str | None, typer.Option(
+    "--deploy-owner", metavar="USER[:GROUP]", help="Owner of the deployed files.")]
+NotifyUrlFlag = Annotated[str | None, typer.Option(
+    "--notify-url", metavar="URL", help="POST a JSON message here on failures and expiry (Slack/Teams/Mattermost "
+    "incoming webhooks work as they are).")]
+NotifyEmailFlag = Annotated[str | None, typer.Option(
+    "--notify-email", metavar="ADDR", help="Mail failures and expiry here (through CERTPILOT_SMTP_URL).")]
 
 def split_assignment(text: str, flag: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
@@ -39,6 +60,11 @@ def create(
     allow_write: Annotated[list[str] | None, typer.Option("--allow-write", metavar="PATH", help="An absolute path the script may read and write (repeatable).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", help="Most calls in flight to this CA, per controller process.")] = DEFAULT_CONCURRENCY,
     max_pending_days: Annotated[int | None, typer.Option("--max-pending-days", metavar="N", help="Days a deferred request may wait for the CA before it fails (default 30).")] = None,
+    deploy_root: DeployRootFlag = None,
+    deploy_command: DeployCommandFlag = None,
+    deploy_owner: DeployOwnerFlag = None,
+    notify_url: NotifyUrlFlag = None,
+    notify_email: NotifyEmailFlag = None,
 ) -> None:
     """Create a profile."""
     params = [ProfileParam(*split_assignment(p, "--param")) for p in param or []]
@@ -57,9 +83,90 @@ def create(
             ctx, name, script=script, params=params, renew_before_days=renew_before_days,
             renew_before_percent=renew_before_percent, warning_days=days, default_key=default_key,
             concurrency=concurrency, allow_read=allow_read or [], allow_write=allow_write or [],
-            max_pending_days=max_pending_days, actor=local_actor(),
+            max_pending_days=max_pending_days, deploy=DeploySettings(deploy_root, deploy_command, deploy_owner),
+            notify=NotifySettings(notify_url, notify_email), actor=local_actor(),
         )
     say(f"profile {profile.name} created (script {profile.script}, {len(profile.params)} parameter(s))")
+
+def _warning_days(text: str) -> list[int]:
+    try:
+        return [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise InvalidInput(f"--warning-days takes whole numbers separated by commas, got {text!r}") from None
+
+
+@app.command("update")
+@settings_flags
+def update(
+    name: str,
+    script: Annotated[str | None, typer.Option("--script", help="The issuer script's name.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="K=V: set a value passed to every request.")] = None,
+    sensitive_param: Annotated[list[str] | None, typer.Option("--sensitive-param", help="K=V: set a secret value.")] = None,
+    dynamic_param: Annotated[list[str] | None, typer.Option("--dynamic-param", help="K: each certificate gives its own value.")] = None,
+    sensitive_dynamic_param: Annotated[list[str] | None, typer.Option("--sensitive-dynamic-param", help="K: a dynamic secret.")] = None,
+    remove_param: Annotated[list[str] | None, typer.Option("--remove-param", metavar="K", help="Remove parameter K.")] = None,
+    renew_before_days: Annotated[int | None, typer.Option("--renew-before-days", help="Renew N days before expiry.")] = None,
+    renew_before_percent: Annotated[float | None, typer.Option("--renew-before-percent", help="Renew when P % of the lifetime is left.")] = None,
+    warning_days: Annotated[str | None, typer.Option("--warning-days", help="Comma-separated expiry warning days.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Default key spec for certificates of this profile.")] = None,
+    allow_read: Annotated[list[str] | None, typer.Option("--allow-read", metavar="PATH", help="Replaces the paths the script may read (repeatable; '' clears).")] = None,
+    allow_write: Annotated[list[str] | None, typer.Option("--allow-write", metavar="PATH", help="Replaces the paths the script may write (repeatable; '' clears).")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", metavar="N", help="Most calls in flight to this CA, per controller process.")] = None,
+    max_pending_days: Annotated[int | None, typer.Option("--max-pending-days", metavar="N", help="Days a deferred request may wait for the CA before it fails.")] = None,
+    deploy_root: DeployRootFlag = None,
+    deploy_command: DeployCommandFlag = None,
+    deploy_owner: DeployOwnerFlag = None,
+    notify_url: NotifyUrlFlag = None,
+    notify_email: NotifyEmailFlag = None,
+) -> None:
+    """Change a profile: only what the flags given say; everything else stays. An empty
+    value ('') clears a setting (--deploy-root '', --notify-url '', --allow-read '')."""
+    with open_app() as ctx:
+        current = service.get_profile(ctx, name)
+        params = {p.name: ProfileParam(p.name, SENSITIVE_MASK if p.sensitive and not p.dynamic else p.value,
+                                       sensitive=p.sensitive, dynamic=p.dynamic) for p in current.params}
+        for k in remove_param or []:
+            if params.pop(k, None) is None:
+                raise InvalidInput(f"--remove-param: profile {name!r} has no parameter {k!r}", field="params")
+        for flag, texts, sensitive in (("--param", param, False), ("--sensitive-param", sensitive_param, True)):
+            for text in texts or []:
+                k, v = split_assignment(text, flag)
+                params[k] = ProfileParam(k, v, sensitive=sensitive)
+        for names, sensitive in ((dynamic_param, False), (sensitive_dynamic_param, True)):
+            for k in names or []:
+                params[k] = ProfileParam(k, None, sensitive=sensitive, dynamic=True)
+        renewal = current.renewal
+        days_before, percent = renewal.renew_before_days, renewal.renew_before_percent
+        if renew_before_days is not None:
+            days_before, percent = renew_before_days, None
+        if renew_before_percent is not None:
+            days_before, percent = None, renew_before_percent
+        if renew_before_days is not None and renew_before_percent is not None:
+            raise InvalidInput("give either --renew-before-days or --renew-before-percent, not both")
+        sandbox = current.sandbox
+        deploy, notify = current.deploy, current.notify
+        profile = service.update_profile(
+            ctx, name, script=script or current.script, params=list(params.values()),
+            renew_before_days=days_before, renew_before_percent=percent,
+            warning_days=_warning_days(warning_days) if warning_days is not None else list(renewal.warning_days),
+            default_key=KeySpec.parse(key) if key is not None else current.default_key,
+            concurrency=concurrency if concurrency is not None else sandbox.concurrency,
+            allow_read=[p for p in allow_read if p] if allow_read is not None else list(sandbox.allow_read),
+            allow_write=[p for p in allow_write if p] if allow_write is not None else list(sandbox.allow_write),
+            max_pending_days=max_pending_days,
+            deploy=DeploySettings(
+                root=deploy.root if deploy_root is None else deploy_root,
+                command=deploy.command if deploy_command is None else deploy_command,
+                owner=deploy.owner if deploy_owner is None else deploy_owner,
+            ),
+            notify=NotifySettings(
+                url=notify.url if notify_url is None else notify_url,  # `***` read back keeps the stored URL
+                email=notify.email if notify_email is None else notify_email,
+            ),
+            actor=local_actor(),
+        )
+    say(f"profile {profile.name} updated")
+
 
 @app.command("list")
 @settings_flags
@@ -97,7 +204,10 @@ def show(name: str, json_: JsonFlag = False) -> None:
     print_fields([("name", view["name"]), ("script", view["script"]), ("renewal", _renewal_text(view)),
                   ("warning days", ",".join(map(str, view["warning_days"]))), ("default key", view["default_key"]),
                   ("concurrency", view["concurrency"]), ("allow read", ", ".join(view["allow_read"]) or None),
-                  ("allow write", ", ".join(view["allow_write"]) or None)])
+                  ("allow write", ", ".join(view["allow_write"]) or None),
+                  ("deploy root", view["deploy_root"]), ("deploy command", view["deploy_command"]),
+                  ("deploy owner", view["deploy_owner"]), ("notify url", view["notify_url"]),
+                  ("notify email", view["notify_email"])])
     say("")
     print_table(
         ["PARAM", "VALUE", "SENSITIVE", "DYNAMIC"],

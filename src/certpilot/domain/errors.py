@@ -7,6 +7,7 @@
     ├── IssuerFailed        the issuer script did not give a usable certificate
     │   └── IssuerRetryable     a timeout or a CA-side failure: trying again may work
     ├── KeyBackendError     the key could not be made or used (HSM, master key)
+    ├── DeployFailed        the files or the deploy command failed: fix the target; retried with backoff
     └── ConfigurationError  certpilot itself is set up wrongly (data dir, master key)
 
 No HTTP codes here; the edges map these in one place.
@@ -47,6 +48,10 @@ class IssuerRetryable(IssuerFailed):
 
 
 class KeyBackendError(CertpilotError):
+    pass
+
+
+class DeployFailed(CertpilotError):
     pass
 
 

@@ -67,6 +67,10 @@ class EventKind(str, enum.Enum):
     HSM_GROUP_CHANGED = "HSM_GROUP_CHANGED"
     TOKEN_CREATED = "TOKEN_CREATED"
     TOKEN_REVOKED = "TOKEN_REVOKED"
+    CERT_DEPLOYED = "CERT_DEPLOYED"
+    CERT_DEPLOY_FAILED = "CERT_DEPLOY_FAILED"
+    NOTIFICATION_DROPPED = "NOTIFICATION_DROPPED"
+    CERT_DEFERRAL_OVERDUE = "CERT_DEFERRAL_OVERDUE"  # the CA has kept a request waiting for over a day
 
 
 def check_name(value: str, what: str) -> str:
@@ -367,6 +371,25 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    """Where the controller writes each new revision (`root`/<certificate>/), the command it
+    runs afterwards, and who owns the files (`USER[:GROUP]`); all None: no deployment."""
+
+    root: str | None = None
+    command: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Who hears about failures and expiry: a webhook URL (a credential: sealed at rest,
+    shown masked) and an e-mail address."""
+
+    url: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     script: str
@@ -376,6 +399,8 @@ class Profile:
     created_at: dt.datetime
     updated_at: dt.datetime
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
+    deploy: DeploySettings = field(default_factory=lambda: DeploySettings())
+    notify: NotifySettings = field(default_factory=lambda: NotifySettings())
 
     def dynamic_params(self) -> tuple[ProfileParam, ...]:
         return tuple(p for p in self.params if p.dynamic)
@@ -412,6 +437,8 @@ class CertificateStatus:
     deferred_since: dt.datetime | None = None
     next_poll_at: dt.datetime | None = None
     deferred_polls: int = 0
+    deployed_revision: int | None = None
+    deploy_error: str | None = None
 
 
 @dataclass(frozen=True)

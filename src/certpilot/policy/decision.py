@@ -14,6 +14,8 @@ falls due. The chain, in order:
                  it is recorded as failed (backoff, then a fresh submission)
 4. POLL          a deferred request's poll time has come
 5. ISSUE         no revision yet (pending or failed) and not backing off
+   DEPLOY        the served revision is not deployed yet (a profile with a deploy
+                 root) and its deployment is not backing off (a backoff of its own)
 6. RENEW         the renewal time has passed and not backing off
 7. WARN          warning days were newly crossed; this comes after RENEW so a
                  healthy certificate that renews on time (by default at 2/3 of its
@@ -47,6 +49,7 @@ class Action(str, enum.Enum):
     RENEW = "renew"  # obtain the next revision with a new key
     POLL = "poll"  # ask the issuer again about a deferred request
     GIVE_UP = "give_up"  # record a deferred request that waited too long as failed
+    DEPLOY = "deploy"  # write the served revision to the profile's deploy root, run its command
     WARN = "warn"  # record one CERT_EXPIRING per day in `Decision.warn_days`
     MARK_EXPIRED = "mark_expired"  # record CERT_EXPIRED, set phase expired
     NOTHING = "nothing"  # look again at `Decision.at`
@@ -62,6 +65,8 @@ class Reason(str, enum.Enum):
     NO_REVISION = "no_revision"
     RETRY_AFTER_FAILURE = "retry_after_failure"
     RENEWAL_DUE = "renewal_due"
+    DEPLOY_DUE = "deploy_due"
+    DEPLOY_RETRY = "deploy_retry"
     WARNING_DAY_CROSSED = "warning_day_crossed"
     BACKOFF_WAITING = "backoff_waiting"
     DEFERRED_WAITING = "deferred_waiting"
@@ -94,6 +99,10 @@ class CertificateSnapshot:
     deferred_since: dt.datetime | None = None
     warned_days: frozenset[int] = frozenset()
     expired_event_recorded: bool = False
+    # deployment: the served revision is not deployed yet (the profile has a deploy root);
+    # a failed deployment waits for `deploy_retry_at`, a backoff of its own
+    deploy_pending: bool = False
+    deploy_retry_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if self.has_revision and (self.not_before is None or self.not_after is None):
@@ -188,6 +197,17 @@ def _check_first_issue(s: CertificateSnapshot, now: dt.datetime) -> Decision | N
     return Decision(Action.ISSUE, reason)
 
 
+def _check_deploy(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    """Deploy the served revision; comes before RENEW so that a renewal that keeps failing
+    never keeps the current revision from the servers, and a failing deployment never
+    causes a re-issue (its retries are its own)."""
+    if not (s.has_revision and s.deploy_pending):
+        return None
+    if s.deploy_retry_at is not None and now < s.deploy_retry_at:
+        return None
+    return Decision(Action.DEPLOY, Reason.DEPLOY_RETRY if s.deploy_retry_at is not None else Reason.DEPLOY_DUE)
+
+
 def _check_renewal_due(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
     renew_at = s.renew_at
     if renew_at is None or _is_deferred(s) or is_backing_off(s, now) or now < renew_at:
@@ -213,6 +233,7 @@ CHECKS: tuple[_Check, ...] = (
     _check_deferral_too_long,
     _check_deferred_poll,
     _check_first_issue,
+    _check_deploy,
     _check_renewal_due,
     _check_warning,
 )
@@ -236,6 +257,8 @@ def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
         candidates.append(
             next_warning_at(s.not_after, now, s.warning_days, s.warned_days)
         )
+    if s.has_revision and s.deploy_pending:
+        candidates.append(s.deploy_retry_at)
     future = [at for at in candidates if at is not None and at > now]
     return Decision(Action.NOTHING, reason, at=min(future, default=None))
 

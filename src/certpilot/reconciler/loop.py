@@ -26,7 +26,7 @@ from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import EventKind, Outcome
 from certpilot.policy import Action, Decision, days_left
-from certpilot.services import hsm, issuance, scheduling
+from certpilot.services import deployment, hsm, issuance, notifications, scheduling
 from certpilot.services.app import App
 from certpilot.store import schedule
 from certpilot.store.events import record_event
@@ -61,6 +61,7 @@ class Reconciler:
             Action.GIVE_UP: self._give_up,
         }
         self._started_at = app.clock.now()
+        self._notifications = notifications.Dispatcher(app, self.owner)  # the outbox, in a thread of its own
         self.passes = 0
 
     # --- control -------------------------------------------------------------
@@ -103,6 +104,7 @@ class Reconciler:
             if listener is not None:
                 listener.stop()
             self._threads.shutdown(wait=True)
+            self._notifications.wait()
             self._release_all()
             log.info("renewal loop stopped")
 
@@ -144,6 +146,7 @@ class Reconciler:
         if not force and monotonic_s() - self._housekept_at < HOUSEKEEPING_EVERY_S:
             return
         self._housekept_at = monotonic_s()
+        self._notifications.poke()
         try:
             hsm.retire_old_keys(self.app)
         except Exception:
@@ -184,6 +187,7 @@ class Reconciler:
         futures: list[Future[None]] = [self._threads.submit(self._reconcile_leased, c.name) for c in claimed]
         wait(futures)
         self._housekeeping(force=True)
+        self._notifications.wait()  # the pass's notifications delivered (or retried later) too
         return len(claimed)
 
     def _reconcile_leased(self, name: str) -> None:
@@ -221,7 +225,9 @@ class Reconciler:
                 decision = scheduling.decide_now(session, name, now)
                 log.debug("%s: %s (%s)", name, decision.action.value, decision.reason.value)
                 handler = self._bookkeeping_handlers.get(decision.action)
-                if handler is None:  # ISSUE, RENEW, POLL: an attempt
+                if decision.action is Action.DEPLOY:  # files and a command: outside any transaction
+                    started = None
+                elif handler is None:  # ISSUE, RENEW, POLL: an attempt
                     started = issuance.start(self.app, session, name, owner=self.owner, actor=self.actor)
                 else:
                     handler(session, name, decision, now)
@@ -230,6 +236,9 @@ class Reconciler:
                         schedule.release(session, name, self.owner)
                         return True
                     continue
+            if started is None:
+                deployment.deploy_leased(self.app, name, owner=self.owner, actor=self.actor)
+                continue
             self._attempt(started, decision)
             return True
         return False

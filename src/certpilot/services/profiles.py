@@ -21,12 +21,18 @@ from certpilot.domain.model import (
     ProfileParam,
     RenewalSettings,
     SandboxSettings,
+    DeploySettings,
+    NotifySettings,
     check_name,
 )
 from certpilot.domain.paths import guard, reach
 from certpilot.services.app import App
+from certpilot.services.deployment import check_deploy
+from certpilot.services.notifications import check_notify
+from certpilot.store.deployments import forget_deployments
 from certpilot.store import profiles as repo
 from certpilot.store.events import record_event
+from certpilot.store.wakeup import notify_wake
 
 MAX_PARAMS = 64
 MAX_VALUE_CHARS = 16 * 1024
@@ -169,17 +175,21 @@ def create_profile(
     allow_read: Sequence[str] = (),
     allow_write: Sequence[str] = (),
     max_pending_days: int | None = None,
+    deploy: DeploySettings | None = None,
+    notify: NotifySettings | None = None,
     actor: str,
 ) -> Profile:
     check_name(name, "profile")
     checked = check_params(params)
     renewal = check_renewal(renew_before_days, renew_before_percent, warning_days, max_pending_days)
     sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
+    deploy, notify = _checked_targets(app, deploy, notify)
     now = app.clock.now()
     with app.db.transaction() as session:
         profile = repo.add_profile(
             session, app.sealer, name=name, script=script, params=checked,
             renewal=renewal, default_key=default_key, sandbox=sandbox, now=now,
+            deploy=deploy or DeploySettings(), notify=notify or NotifySettings(),
         )
         record_event(session, at=now, actor=actor, kind=EventKind.PROFILE_CHANGED, object_type="profile",
                      object_name=name, details={"action": "created", "script": script,
@@ -204,6 +214,8 @@ def update_profile(
     allow_read: Sequence[str] = (),
     allow_write: Sequence[str] = (),
     max_pending_days: int | None = None,
+    deploy: DeploySettings | None = None,
+    notify: NotifySettings | None = None,
     actor: str,
 ) -> Profile:
     """Replace a profile's settings (the sandbox too: what is not given is back to its default;
@@ -213,6 +225,7 @@ def update_profile(
     checked = check_params(params)
     renewal = check_renewal(renew_before_days, renew_before_percent, warning_days, max_pending_days)
     sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
+    deploy, notify = _checked_targets(app, deploy, notify)
     now = app.clock.now()
     with app.db.transaction() as session:
         before = repo.get_profile(session, name)
@@ -221,20 +234,38 @@ def update_profile(
         profile = repo.replace_profile(
             session, app.sealer, name=name, script=script, params=checked, keep_sensitive=keep,
             renewal=renewal, default_key=default_key, sandbox=sandbox, now=now,
+            deploy=before.deploy if deploy is None else deploy,
+            notify=NotifySettings(SENSITIVE_MASK if before.notify.url else None, before.notify.email)
+            if notify is None else notify,
         )
+        if profile.deploy != before.deploy:  # deploy again, to the new place (or for the first time)
+            if forget_deployments(session, repo.profile_id(session, name), now):
+                notify_wake(session)
         changed = _changed_fields(before, profile, set(p.name for p in checked if p.sensitive) - keep)
         if changed:
             record_event(session, at=now, actor=actor, kind=EventKind.PROFILE_CHANGED, object_type="profile",
                          object_name=name, details={"action": "updated", "changed": changed})
+    if profile.deploy != before.deploy:
+        app.work_is_due()
     return profile
 
 
 def _changed_fields(before: Profile, after: Profile, new_secrets: set[str]) -> list[str]:
     """Names of what changed (never values: some are secrets)."""
-    changed = [f for f in ("script", "renewal", "default_key", "sandbox") if getattr(before, f) != getattr(after, f)]
+    changed = [f for f in ("script", "renewal", "default_key", "sandbox", "deploy", "notify") if getattr(before, f) != getattr(after, f)]
     if before.params != after.params or new_secrets:
         changed.append("params")
     return changed
+
+
+def _checked_targets(app: App, deploy: DeploySettings | None,
+                     notify: NotifySettings | None) -> tuple[DeploySettings | None, NotifySettings | None]:
+    """Deploy settings and notification targets validated (None: keep what is stored)."""
+    if deploy is not None:
+        deploy = check_deploy(deploy.root, deploy.command, deploy.owner, protected=_protected_paths(app))
+    if notify is not None:
+        notify = check_notify(notify.url, notify.email)
+    return deploy, notify
 
 
 def get_profile(app: App, name: str) -> Profile:

@@ -59,6 +59,11 @@ def profile_view(profile: Profile) -> dict[str, Any]:
         "concurrency": profile.sandbox.concurrency,
         "allow_read": list(profile.sandbox.allow_read),
         "allow_write": list(profile.sandbox.allow_write),
+        "deploy_root": profile.deploy.root,
+        "deploy_command": profile.deploy.command,
+        "deploy_owner": profile.deploy.owner,
+        "notify_url": None if profile.notify.url is None else SENSITIVE_MASK,
+        "notify_email": profile.notify.email,
         "created_at": timestamp(profile.created_at),
         "updated_at": timestamp(profile.updated_at),
     }
@@ -90,6 +95,8 @@ def certificate_view(cert: Certificate) -> dict[str, Any]:
             "next_action_at": timestamp(st.next_action_at),
             "failures": st.failures,
             "last_error": st.last_error,
+            "deployed_revision": st.deployed_revision,
+            "deploy_error": st.deploy_error,
             "awaiting_ca": awaiting_ca_view(st),
         },
     }

@@ -105,6 +105,8 @@ def _status(row: CertificateRow, now: dt.datetime) -> CertificateStatus:
         failures=st.failures,
         last_error=st.last_error,
         last_attempt_at=st.last_attempt_at,
+        deployed_revision=st.deployed_revision,
+        deploy_error=st.deploy_error,
         **_deferral_fields(st),
     )
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from certpilot.domain.model import Event, EventKind
+from certpilot.store import outbox
 from certpilot.store.tables import EventRow
 
 
@@ -22,12 +23,12 @@ def record_event(
     object_name: str,
     details: Mapping[str, object] | None = None,
 ) -> None:
-    session.add(
-        EventRow(
-            at=at, actor=actor, kind=kind.value, object_type=object_type,
-            object_name=object_name, details=dict(details or {}),
-        )
+    row = EventRow(
+        at=at, actor=actor, kind=kind.value, object_type=object_type,
+        object_name=object_name, details=dict(details or {}),
     )
+    session.add(row)
+    outbox.add_for_event(session, row)  # a notification exists exactly when its event does
 
 
 def list_events(

@@ -9,7 +9,16 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, selectinload
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
-from certpilot.domain.model import KeySpec, Profile, ProfileParam, RenewalSettings, SandboxSettings
+from certpilot.domain.model import (
+    SENSITIVE_MASK,
+    DeploySettings,
+    KeySpec,
+    NotifySettings,
+    Profile,
+    ProfileParam,
+    RenewalSettings,
+    SandboxSettings,
+)
 from certpilot.keys.sealing import Sealer
 from certpilot.store.scripts import _row as _script_row
 from certpilot.store.tables import CertificateRow, ProfileParamRow, ProfileRow
@@ -17,6 +26,29 @@ from certpilot.store.tables import CertificateRow, ProfileParamRow, ProfileRow
 
 def param_identity(row_id: str) -> str:
     return f"profile_param:{row_id}:value"
+
+
+def notify_url_identity(profile_name: str) -> str:
+    return f"profile:{profile_name}:notify_url"
+
+
+def deploy_of(row: ProfileRow) -> DeploySettings:
+    return DeploySettings(root=row.deploy_root, command=row.deploy_command, owner=row.deploy_owner)
+
+
+def notify_of(row: ProfileRow, sealer: Sealer | None) -> NotifySettings:
+    """With `sealer` the webhook URL in clear; without, `***` when one is set."""
+    url = None
+    if row.notify_url_sealed is not None:
+        url = sealer.open_text(row.notify_url_sealed, notify_url_identity(row.name)) if sealer else SENSITIVE_MASK
+    return NotifySettings(url=url, email=row.notify_email)
+
+
+def _set_deploy_notify(row: ProfileRow, sealer: Sealer, deploy: DeploySettings, notify: NotifySettings) -> None:
+    row.deploy_root, row.deploy_command, row.deploy_owner = deploy.root, deploy.command, deploy.owner
+    row.notify_url_sealed = (sealer.seal_text(notify.url, notify_url_identity(row.name))
+                             if notify.url is not None else None)
+    row.notify_email = notify.email
 
 
 def renewal_of(row: ProfileRow) -> RenewalSettings:
@@ -48,6 +80,8 @@ def _to_profile(row: ProfileRow, sealer: Sealer | None) -> Profile:
         sandbox=SandboxSettings(
             concurrency=row.concurrency, allow_read=tuple(row.allow_read), allow_write=tuple(row.allow_write)
         ),
+        deploy=deploy_of(row),
+        notify=notify_of(row, sealer),
     )
 
 
@@ -86,6 +120,8 @@ def add_profile(
     default_key: KeySpec,
     sandbox: SandboxSettings,
     now: dt.datetime,
+    deploy: DeploySettings = DeploySettings(),
+    notify: NotifySettings = NotifySettings(),
 ) -> Profile:
     if session.scalar(select(exists().where(ProfileRow.name == name))):
         raise Conflict(f"profile {name!r} exists already")
@@ -104,9 +140,14 @@ def add_profile(
         updated_at=now,
         params=_param_rows(params, sealer),
     )
+    _set_deploy_notify(row, sealer, deploy, notify)
     session.add(row)
     session.flush()
     return _to_profile(row, None)
+
+
+def profile_id(session: Session, name: str) -> int:
+    return _row(session, name).id
 
 
 def get_profile(session: Session, name: str, sealer: Sealer | None = None) -> Profile:
@@ -140,6 +181,8 @@ def replace_profile(
     default_key: KeySpec,
     sandbox: SandboxSettings,
     now: dt.datetime,
+    deploy: DeploySettings = DeploySettings(),
+    notify: NotifySettings = NotifySettings(),
 ) -> Profile:
     """Replace the profile's settings; sensitive params named in `keep_sensitive`
     keep their stored value (a client sent back the `***` it read)."""
@@ -164,10 +207,15 @@ def replace_profile(
                 f"({', '.join(sorted(new_dynamic))}) would leave them without a value"
             )
     current = _to_profile(row, sealer)
+    if notify.url == SENSITIVE_MASK:  # sent back as read: keep the stored URL
+        if current.notify.url is None:
+            raise InvalidInput("there is no stored notify_url to keep: send the URL", field="notify_url")
+        notify = NotifySettings(url=current.notify.url, email=notify.email)
     if (current.script, current.params, current.renewal, current.default_key, current.sandbox) == (
         script, tuple(resolved), renewal, default_key, sandbox
     ):
-        return _to_profile(row, None)  # written back as read: nothing changes, not even updated_at
+        if (current.deploy, current.notify) == (deploy, notify):
+            return _to_profile(row, None)  # written back as read: nothing changes, not even updated_at
     row.script = _script_row(session, script)
     row.renew_before_days = renewal.renew_before_days
     row.renew_before_percent = renewal.renew_before_percent
@@ -177,6 +225,8 @@ def replace_profile(
     row.concurrency = sandbox.concurrency
     row.allow_read = list(sandbox.allow_read)
     row.allow_write = list(sandbox.allow_write)
+    if (current.deploy, current.notify) != (deploy, notify):
+        _set_deploy_notify(row, sealer, deploy, notify)
     row.updated_at = now
     row.params.clear()
     session.flush()

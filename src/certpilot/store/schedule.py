@@ -168,6 +168,9 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
         deferred_since=st.deferred_since,
         warned_days=frozenset(st.warned_days or ()),
         expired_event_recorded=st.expired_event_recorded,
+        deploy_pending=bool(row.profile.deploy_root) and rev is not None and st.deployed_revision != rev.number,
+        # a backoff belongs to the revision that failed: a new revision deploys at once
+        deploy_retry_at=st.deploy_retry_at if rev is not None and st.deploy_failed_revision == rev.number else None,
     )
 
 

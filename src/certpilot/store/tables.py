@@ -85,6 +85,12 @@ class ProfileRow(Base):
     concurrency: Mapped[int] = mapped_column(Integer, server_default="16")
     allow_read: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
     allow_write: Mapped[list[str]] = mapped_column(JSON, server_default="[]")
+    # deployment and notifications (migration 0005); the webhook URL is a credential: sealed
+    deploy_root: Mapped[str | None] = mapped_column(String(4096))
+    deploy_command: Mapped[str | None] = mapped_column(Text)
+    deploy_owner: Mapped[str | None] = mapped_column(String(256))
+    notify_url_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    notify_email: Mapped[str | None] = mapped_column(String(320))
     max_pending_days: Mapped[int] = mapped_column(Integer, server_default="30")  # migration 0006
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -181,6 +187,14 @@ class CertificateStatusRow(Base):
     deferred_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deferred_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deferred_polls: Mapped[int] = mapped_column(Integer, server_default="0")
+    # deployment (migration 0005): the revision whose files are in place, the one whose
+    # command has run too (deployed), and the deployment's own backoff (never the issuer's)
+    deploy_written_revision: Mapped[int | None] = mapped_column(Integer)
+    deployed_revision: Mapped[int | None] = mapped_column(Integer)
+    deploy_error: Mapped[str | None] = mapped_column(Text)
+    deploy_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    deploy_retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    deploy_failed_revision: Mapped[int | None] = mapped_column(Integer)  # what failures and retry_at are about
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -316,3 +330,46 @@ class LoopHeartbeatRow(Base):
     owner: Mapped[str] = mapped_column(String(128), primary_key=True)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_pass_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class DeploymentRow(Base):
+    """One deployment of a revision to the profile's deploy root (migration 0005)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_certificate_started", "certificate_id", "started_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificates.id", ondelete="CASCADE"))
+    revision_number: Mapped[int] = mapped_column(Integer)
+    directory: Mapped[str] = mapped_column(String(4096))
+    worker: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # "deployed" or "failed"
+    error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)  # the command's, bounded and scrubbed
+
+
+class NotificationRow(Base):
+    """The outbox (migration 0005): one row per (event, channel), written in the event's
+    transaction, delivered by the renewal loops under a lease, as certificates are."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel"),
+        Index("ix_notifications_due", "delivered_at", "dropped_at", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id", ondelete="SET NULL"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # "webhook" or "email"; the target is the profile's
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    dropped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    event: Mapped[EventRow] = relationship(lazy="select")

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.domain.model import SENSITIVE_MASK, KeySpec, Phase, make_subject
 from certpilot.services import certificates as service
-from certpilot.services import issuance
+from certpilot.services import deployment, issuance
 from certpilot.services import hsm as hsm_service
 from certpilot.services import profiles as profile_service
 from certpilot.web.pages import KEY_SPECS, redirect
@@ -102,6 +102,9 @@ def _attempt(request: Request, name: str, actor: str, holder: str | None) -> Non
         return
     if issuance.is_success(report):
         flash(request, "ok", f"Revision {report.revision} of {name} issued.")
+        deployed = deployment.deploy_or_wait(request.app.state.certpilot, name, actor=actor)
+        if deployed is not None and not deployed.deployed:
+            flash(request, "error", f"The deployment of revision {deployed.revision} failed: {deployed.error}")
     else:
         flash(request, "error", f"The attempt ended {report.outcome.value}: {report.error}")
 
@@ -113,7 +116,8 @@ def certificate_page(request: Request, name: str, user: PageViewer) -> HTMLRespo
     dynamic = {k: (SENSITIVE_MASK if k in cert.sensitive_params else v) for k, v in cert.spec.dynamic_params.items()}
     return render(request, "certificate.html", title=f"Certificate {name}", section="Certificates", user=user,
                   cert=cert, dynamic=dynamic, revisions=service.list_revisions(app, name),
-                  attempts=service.list_attempts(app, name), events=service.certificate_events(app, name))
+                  attempts=service.list_attempts(app, name), events=service.certificate_events(app, name),
+                  deploys=profile_service.get_profile(app, cert.spec.profile).deploy.root is not None)
 
 
 @router.post("/certificates/{name}/renew")
@@ -122,6 +126,20 @@ def renew(request: Request, name: str, user: PageOperator, _: Csrf) -> Response:
     holder = issuance.new_holder(app)
     service.request_renewal(app, name, actor=user.actor, hold_for=holder)
     _attempt(request, name, user.actor, holder)
+    return redirect(f"/certificates/{name}")
+
+
+@router.post("/certificates/{name}/deploy")
+def deploy(request: Request, name: str, user: PageOperator, _: Csrf) -> Response:
+    try:
+        report = deployment.redeploy(request.app.state.certpilot, name, actor=user.actor)
+    except CertpilotError as exc:
+        flash(request, "error", str(exc))
+        return redirect(f"/certificates/{name}")
+    if report.deployed:
+        flash(request, "ok", f"Revision {report.revision} of {name} deployed.")
+    else:
+        flash(request, "error", f"The deployment of revision {report.revision} failed: {report.error}")
     return redirect(f"/certificates/{name}")
 
 

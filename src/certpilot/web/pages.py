@@ -12,8 +12,10 @@ from certpilot.domain.model import (
     DEFAULT_CONCURRENCY,
     DEFAULT_WARNING_DAYS,
     SENSITIVE_MASK,
+    DeploySettings,
     EventKind,
     KeySpec,
+    NotifySettings,
     ProfileParam,
     Role,
 )
@@ -207,7 +209,8 @@ def _blank_rows(count: int) -> list[dict]:
 def new_profile(request: Request, user: PageAdmin) -> HTMLResponse:
     form = {"name": "", "script": "", "params": _blank_rows(3), "renew_before_days": None,
             "renew_before_percent": None, "warning_days": ",".join(map(str, DEFAULT_WARNING_DAYS)),
-            "default_key": "ec:p256", "concurrency": str(DEFAULT_CONCURRENCY), "allow_read": "", "allow_write": ""}
+            "default_key": "ec:p256", "concurrency": str(DEFAULT_CONCURRENCY), "allow_read": "", "allow_write": "",
+            **_blank_targets()}
     return _profile_form_page(request, user, creating=True, form=form)
 
 
@@ -222,7 +225,10 @@ def profile_page(request: Request, name: str, user: PageViewer) -> HTMLResponse:
             "renew_before_days": p.renewal.renew_before_days, "renew_before_percent": p.renewal.renew_before_percent,
             "warning_days": ",".join(map(str, p.renewal.warning_days)), "default_key": str(p.default_key),
             "concurrency": str(p.sandbox.concurrency), "allow_read": "\n".join(p.sandbox.allow_read),
-            "allow_write": "\n".join(p.sandbox.allow_write)}
+            "allow_write": "\n".join(p.sandbox.allow_write),
+            "deploy_root": p.deploy.root or "", "deploy_command": p.deploy.command or "",
+            "deploy_owner": p.deploy.owner or "", "notify_url": "", "notify_url_stored": p.notify.url is not None,
+            "notify_email": p.notify.email or ""}
     return _profile_form_page(request, user, creating=False, form=form)
 
 
@@ -253,8 +259,23 @@ async def _read_profile_form(request: Request, name: str) -> tuple[dict, list[Pr
             "renew_before_percent": str(data.get("renew_before_percent", "")),
             "warning_days": str(data.get("warning_days", "")), "default_key": str(data.get("default_key", "ec:p256")),
             "concurrency": str(data.get("concurrency", "")), "allow_read": str(data.get("allow_read", "")),
-            "allow_write": str(data.get("allow_write", ""))}
+            "allow_write": str(data.get("allow_write", "")),
+            **{k: str(data.get(k, "")) for k in _blank_targets()},
+            "notify_url_stored": "notify_url_stored" in data, "notify_url_clear": "notify_url_clear" in data}
     return form, params
+
+
+def _blank_targets() -> dict:
+    return {"deploy_root": "", "deploy_command": "", "deploy_owner": "", "notify_url": "", "notify_email": ""}
+
+
+def _targets(form: dict) -> dict:
+    """Deploy settings and notification targets from the form; an empty webhook URL keeps the stored one."""
+    url = form["notify_url"].strip() or None
+    if url is None and form.get("notify_url_stored") and not form.get("notify_url_clear"):
+        url = SENSITIVE_MASK
+    return {"deploy": DeploySettings(form["deploy_root"], form["deploy_command"], form["deploy_owner"]),
+            "notify": NotifySettings(url, form["notify_email"])}
 
 
 def _settings_fields(form: dict) -> dict:
@@ -280,7 +301,7 @@ def _settings_fields(form: dict) -> dict:
             "renew_before_percent": number("renew_before_percent", float),
             "warning_days": warning, "default_key": KeySpec.parse(form["default_key"]),
             "concurrency": DEFAULT_CONCURRENCY if concurrency is None else concurrency,
-            "allow_read": lines("allow_read"), "allow_write": lines("allow_write")}
+            "allow_read": lines("allow_read"), "allow_write": lines("allow_write"), **_targets(form)}
 
 
 @router.post("/profiles", response_class=HTMLResponse)

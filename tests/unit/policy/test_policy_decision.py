@@ -284,6 +284,8 @@ def test_reason_codes_are_stable():
         "no_revision",
         "retry_after_failure",
         "renewal_due",
+        "deploy_due",
+        "deploy_retry",
         "warning_day_crossed",
         "backoff_waiting",
         "deferred_waiting",

@@ -18,10 +18,10 @@ from certpilot.api.schemas import (
     RevisionOut,
     SpecIn,
 )
-from certpilot.domain.errors import IssuerFailed
+from certpilot.domain.errors import DeployFailed, IssuerFailed
 from certpilot.domain.model import KeySpec, Phase, make_subject
 from certpilot.services import certificates as service
-from certpilot.services import issuance
+from certpilot.services import deployment, issuance
 from certpilot.services.views import attempt_view, certificate_view, revision_view
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
@@ -73,6 +73,7 @@ def request_certificate(body: CertificateIn, response: Response, app: CertpilotA
     )
     if wait:
         _raise_unless_issued(issuance.attempt_or_wait(app, body.name, actor=who.actor, owner=holder))
+        deployment.deploy_or_wait(app, body.name, actor=who.actor)  # its outcome is in the status
         response.status_code = 201
     return certificate_view(service.get_certificate(app, body.name))
 
@@ -102,7 +103,18 @@ def renew_certificate(name: str, response: Response, app: CertpilotApp, who: Ope
     service.request_renewal(app, name, actor=who.actor, hold_for=holder)
     if wait:
         _raise_unless_issued(issuance.attempt_or_wait(app, name, actor=who.actor, owner=holder))
+        deployment.deploy_or_wait(app, name, actor=who.actor)  # its outcome is in the status
         response.status_code = 200
+    return certificate_view(service.get_certificate(app, name))
+
+
+@router.post("/{name}/deploy", response_model=CertificateOut,
+             responses={502: {"description": "the deployment failed (files or command); retried with backoff"}})
+def deploy_certificate(name: str, app: CertpilotApp, who: Operator) -> dict:
+    """Deploy the served revision again now: the files into the profile's deploy root, then its command."""
+    report = deployment.redeploy(app, name, actor=who.actor)
+    if not report.deployed:
+        raise DeployFailed(f"certificate {name!r}: deployment of revision {report.revision} failed: {report.error}")
     return certificate_view(service.get_certificate(app, name))
 
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 
 from certpilot.api.auth import Admin, CertpilotApp, Viewer
 from certpilot.api.schemas import ProfileIn, ProfileOut, ProfileUpdate
-from certpilot.domain.model import KeySpec, ProfileParam
+from certpilot.domain.model import DeploySettings, KeySpec, NotifySettings, ProfileParam
 from certpilot.services import profiles as service
 from certpilot.services.views import profile_view
 
@@ -14,6 +14,14 @@ router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
 def _params(body: ProfileUpdate) -> list[ProfileParam]:
     return [ProfileParam(p.name, None if p.dynamic else p.value, sensitive=p.sensitive, dynamic=p.dynamic)
             for p in body.params]
+
+
+def _deploy(body: ProfileUpdate) -> DeploySettings:
+    return DeploySettings(root=body.deploy_root, command=body.deploy_command, owner=body.deploy_owner)
+
+
+def _notify(body: ProfileUpdate) -> NotifySettings:
+    return NotifySettings(url=body.notify_url, email=body.notify_email)
 
 
 @router.get("", response_model=list[ProfileOut])
@@ -27,7 +35,8 @@ def create_profile(body: ProfileIn, app: CertpilotApp, who: Admin) -> dict:
         app, body.name, script=body.script, params=_params(body), renew_before_days=body.renew_before_days,
         renew_before_percent=body.renew_before_percent, warning_days=body.warning_days,
         default_key=KeySpec.parse(body.default_key), concurrency=body.concurrency, allow_read=body.allow_read,
-        allow_write=body.allow_write, max_pending_days=body.max_pending_days, actor=who.actor,
+        allow_write=body.allow_write, max_pending_days=body.max_pending_days, deploy=_deploy(body),
+        notify=_notify(body), actor=who.actor,
     ))
 
 
@@ -42,7 +51,8 @@ def update_profile(name: str, body: ProfileUpdate, app: CertpilotApp, who: Admin
         app, name, script=body.script, params=_params(body), renew_before_days=body.renew_before_days,
         renew_before_percent=body.renew_before_percent, warning_days=body.warning_days,
         default_key=KeySpec.parse(body.default_key), concurrency=body.concurrency, allow_read=body.allow_read,
-        allow_write=body.allow_write, max_pending_days=body.max_pending_days, actor=who.actor,
+        allow_write=body.allow_write, max_pending_days=body.max_pending_days, deploy=_deploy(body),
+        notify=_notify(body), actor=who.actor,
     ))
 
 
