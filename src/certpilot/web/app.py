@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -29,6 +29,12 @@ def mount_web(api: FastAPI, app: App, *, https_only: bool) -> None:
     )
     api.add_middleware(SecurityHeaders, hsts=https_only)
     api.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    favicon = (Path(__file__).parent / "static" / "favicon.svg").read_bytes()
+
+    @api.get("/favicon.ico", include_in_schema=False)
+    def _favicon() -> Response:  # browsers ask for it whatever the page says: never a 404
+        return Response(favicon, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
     api.include_router(pages.router)
     api.include_router(certificate_pages.router)
     api.include_router(account_pages.router)
