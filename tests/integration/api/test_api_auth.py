@@ -14,6 +14,7 @@ import hashlib
 import datetime as dt
 import time
 import uuid
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ MINIMUM_ROLE: dict[tuple[str, str], Role] = {
     ("PUT", "/api/v1/certificates/{name}"): OPERATOR,
     ("DELETE", "/api/v1/certificates/{name}"): OPERATOR,
     ("POST", "/api/v1/certificates/{name}/renew"): OPERATOR,
+    ("POST", "/api/v1/certificates/{name}/deploy"): OPERATOR,
     ("GET", "/api/v1/certificates/{name}/pem"): VIEWER,
     ("GET", "/api/v1/certificates/{name}/revisions"): VIEWER,
     ("GET", "/api/v1/certificates/{name}/attempts"): VIEWER,
@@ -185,12 +187,14 @@ class Call:
 
 
 @pytest.fixture
-def calls(client: TestClient, tokens: RoleTokens, test_ca: LocalCA, api_app: App) -> dict[tuple[str, str], Call]:
+def calls(client: TestClient, tokens: RoleTokens, test_ca: LocalCA, api_app: App,
+          tmp_path: Path) -> dict[tuple[str, str], Call]:
     """For each operation, a call on real objects that its minimum role may make.
 
     Deletions take spare objects, so the other calls keep theirs whatever the order."""
     admin = tokens.headers(ADMIN)
-    add_local_ca(client, admin, test_ca)
+    (tmp_path / "live").mkdir()
+    add_local_ca(client, admin, test_ca, deploy_root=str(tmp_path / "live"))
     r = client.post("/api/v1/scripts", headers=admin,
                     json={"name": "spare-script", "source": bundled_local_ca_source()})
     assert r.status_code == 201, r.text
@@ -228,6 +232,7 @@ def calls(client: TestClient, tokens: RoleTokens, test_ca: LocalCA, api_app: App
         ("PUT", "/api/v1/certificates/{name}"): Call(cert, read(cert)),
         ("DELETE", "/api/v1/certificates/{name}"): Call("/api/v1/certificates/spare-cert"),
         ("POST", "/api/v1/certificates/{name}/renew"): Call(f"{cert}/renew"),
+        ("POST", "/api/v1/certificates/{name}/deploy"): Call(f"{cert}/deploy"),
         ("GET", "/api/v1/certificates/{name}/pem"): Call(f"{cert}/pem"),
         ("GET", "/api/v1/certificates/{name}/revisions"): Call(f"{cert}/revisions"),
         ("GET", "/api/v1/certificates/{name}/attempts"): Call(f"{cert}/attempts"),
