@@ -14,6 +14,7 @@ from certpilot import __version__
 from certpilot.api.app import install_api
 from certpilot.api.body_limits import LimitBodySize
 from certpilot.api.docs import install_docs
+from certpilot.api.login_admission import LoginAdmission
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
 from certpilot.web.app import mount_web
@@ -53,5 +54,6 @@ def create_server(app: App, reconciler: Reconciler | None = None, *, web: bool =
     if web:
         server.state.html_errors = error_page
         mount_web(server, app, https_only=https_only)
+    server.add_middleware(LoginAdmission)  # logins beyond a few in flight: 429 before they take a thread
     server.add_middleware(LimitBodySize)  # last added, outermost: bodies are judged before anything reads them
     return server

@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from certpilot.domain.errors import CertpilotError
 
 DEFAULT_MAX_CONCURRENT = 2
-DEFAULT_WAIT_S = 0.25
+DEFAULT_WAIT_S = 0.1
 BUSY_RETRY_AFTER_S = 1
 
 
