@@ -36,6 +36,7 @@ from certpilot.services.profiles import create_profile, get_profile, update_prof
 from certpilot.services.scripts import add_script
 from certpilot.store.database import create_db_engine, upgrade
 from certpilot.store.tables import CertificateStatusRow
+from tests.conftest import missing
 from tests.integration.reconciler.reconciler_support import FakeClock, local_ca_params, real_now, whole_seconds
 from tests.integration.services.test_issuance_fake_issuer import FakeIssuer, sign_with
 
@@ -301,3 +302,20 @@ def test_bad_deploy_settings_are_refused_with_one_clear_sentence(
 def test_the_data_dir_is_no_deploy_root(deploy_app: App, test_ca: LocalCA) -> None:
     with pytest.raises(InvalidInput, match="data dir"):
         make_profile(deploy_app, test_ca, root=str(deploy_app.settings.data_dir / "deploy"))
+
+
+def test_the_deploy_owner_owns_the_directory_and_files(deploy_app: App, test_ca: LocalCA, tmp_path: Path) -> None:
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        missing("only root can give deployed files to another owner")
+    root = tmp_path / "deploy"
+    root.mkdir()
+    make_profile(deploy_app, test_ca, root=str(root), owner="nobody:nogroup")
+    issue(deploy_app, "web1")
+    assert get_certificate(deploy_app, "web1").status.deployed_revision == 1
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    for path in [root / "web1", *(root / "web1").iterdir()]:
+        assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid), path
+    assert stat.S_IMODE((root / "web1" / "key.pem").stat().st_mode) == 0o600
