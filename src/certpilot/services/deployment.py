@@ -185,7 +185,9 @@ def _open_dir(path: str, *, create_last: bool = False) -> int:
                 try:
                     os.mkdir(part, DIR_MODE, dir_fd=fd)
                 except FileExistsError:
-                    pass
+                    pass  # a directory, or something planted: the open below tells which
+                except OSError as exc:
+                    raise DeployError(f"cannot create {walked}: {exc.strerror}") from None
             try:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
