@@ -9,7 +9,7 @@ DATA_DIR ?= ./certpilot-data
 HOST ?= 127.0.0.1
 PORT ?= 8080
 # Debian packages the test suite needs (installed when missing; root or sudo required).
-TEST_DEBS := postgresql chromium softhsm2 curl openssl
+TEST_DEBS := postgresql chromium softhsm2 curl openssl nginx-light
 
 .PHONY: run test venv dev-venv debs bench clean
 
