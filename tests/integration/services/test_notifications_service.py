@@ -303,3 +303,29 @@ def test_a_mail_server_refusing_the_login_is_retried(
     assert sink.messages == []
     assert row.last_error == "the mail server answered 535" and row.delivered_at is None
     assert SMTP_PASSWORD not in (row.last_error or "")
+
+
+def test_a_deferral_waiting_over_a_day_notifies_once(notify_app: App, test_ca: LocalCA, clock: FakeClock) -> None:
+    from certpilot.store.tables import CertificateStatusRow
+
+    with webhook() as receiver:
+        make_profile(notify_app, test_ca, url=receiver.url)
+        request_certificate(notify_app, "web1", profile="corp", subject=make_subject("web1.example.test"),
+                            actor=ACTOR)
+        since = clock.now()
+        with notify_app.db.transaction() as session:  # as deferred issuance records it (issue 10)
+            session.scalars(select(CertificateStatusRow)).one().deferred_since = since
+        assert notifications.record_overdue_deferrals(notify_app, actor=ACTOR) == 0, "not yet a day"
+        clock.advance(dt.timedelta(hours=25))
+        assert notifications.record_overdue_deferrals(notify_app, actor=ACTOR) == 1
+        assert notifications.record_overdue_deferrals(notify_app, actor=ACTOR) == 0, "once per deferral"
+        notifications.deliver_due(notify_app, owner="w1")
+        [message] = receiver.messages()
+        assert message["event"] == "CERT_DEFERRAL_OVERDUE" and message["details"]["waiting_hours"] == 25
+        assert message["text"].startswith("The CA has kept the request for certificate web1 (profile corp) waiting")
+
+        clock.advance(dt.timedelta(hours=1))
+        with notify_app.db.transaction() as session:  # a later, new deferral notifies again
+            session.scalars(select(CertificateStatusRow)).one().deferred_since = clock.now()
+        clock.advance(dt.timedelta(days=2))
+        assert notifications.record_overdue_deferrals(notify_app, actor=ACTOR) == 1
