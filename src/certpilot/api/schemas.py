@@ -107,6 +107,13 @@ class ProfileIn(ProfileUpdate):
     name: str = Name
 
 
+class ScriptStateOut(BaseModel):
+    """A profile's script state (`context.state`): its keys only, never the values."""
+
+    profile: str
+    keys: list[str]
+
+
 class ParamOut(BaseModel):
     name: str
     value: str | None

@@ -29,7 +29,7 @@ def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str
     error(f"certificate {name}: attempt {report.outcome.value}: {report.error}")
     raise typer.Exit(1)
 
-def _deploy_and_report(ctx: App, name: str, json_out: bool = False) -> bool:
+def _deploy_and_report(ctx: "App", name: str, json_out: bool = False) -> bool:
     """Deploy the new revision now when its profile deploys (`--wait`); False when that failed."""
     report = deployment.deploy_or_wait(ctx, name, actor=local_actor())
     if report is None:
@@ -128,6 +128,12 @@ def show(name: str, json_: JsonFlag = False) -> None:
         ("deployed revision", st["deployed_revision"]), ("deploy error", st["deploy_error"]),
     ])
 
+
+def _awaiting(view: dict[str, object] | None) -> str | None:
+    if view is None:
+        return None
+    return f"since {view['since']} ({view['polls']} poll(s) so far); next poll at {view['next_poll_at']}"
+
 @app.command("history")
 @settings_flags
 def history(name: str, json_: JsonFlag = False) -> None:
@@ -159,6 +165,22 @@ def attempts(name: str, json_: JsonFlag = False) -> None:
         [(a["id"], a["kind"], a["started_at"], a["outcome"] or "running", a["duration_ms"], a["error"],
           output_excerpt(a["output"])) for a in rows],
         empty="no attempts yet",
+    )
+
+@app.command("deployments")
+@settings_flags
+def deployments(name: str, json_: JsonFlag = False) -> None:
+    """Deployments to the profile's deploy root, newest first, with the command's scrubbed output."""
+    with open_app() as ctx:
+        rows = [deployment_view(d) for d in deployment.list_deployments(ctx, name)]
+    if json_:
+        print_json(rows)
+        return
+    print_table(
+        ["ID", "REV", "STARTED", "OUTCOME", "ERROR", "OUTPUT"],
+        [(d["id"], d["revision"], d["started_at"], d["outcome"] or "running", d["error"],
+          output_excerpt(d["output"])) for d in rows],
+        empty="no deployments yet (does the profile have a deploy root?)",
     )
 
 OUTPUT_EXCERPT_CHARS = 100

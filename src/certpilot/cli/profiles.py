@@ -207,7 +207,7 @@ def show(name: str, json_: JsonFlag = False) -> None:
                   ("allow write", ", ".join(view["allow_write"]) or None),
                   ("deploy root", view["deploy_root"]), ("deploy command", view["deploy_command"]),
                   ("deploy owner", view["deploy_owner"]), ("notify url", view["notify_url"]),
-                  ("notify email", view["notify_email"])])
+                  ("notify email", view["notify_email"]), ("max pending days", view["max_pending_days"])])
     say("")
     print_table(
         ["PARAM", "VALUE", "SENSITIVE", "DYNAMIC"],
@@ -215,6 +215,17 @@ def show(name: str, json_: JsonFlag = False) -> None:
           "yes" if p["dynamic"] else "no") for p in view["params"]],
         empty="no parameters",
     )
+
+@app.command("state")
+@settings_flags
+def state(name: str, json_: JsonFlag = False) -> None:
+    """The keys its script keeps in context.state (never the values: they may be secrets)."""
+    with open_app() as ctx:
+        keys = service.script_state_keys(ctx, name)
+    if json_:
+        print_json({"profile": name, "keys": keys})
+        return
+    print_table(["KEY"], [(k,) for k in keys], empty=f"the script of profile {name} keeps no state")
 
 @app.command("remove")
 @settings_flags

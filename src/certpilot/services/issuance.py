@@ -333,6 +333,11 @@ def is_success(report: AttemptReport) -> bool:
     return report.outcome is Outcome.ISSUED
 
 
+def is_deferred(report: AttemptReport) -> bool:
+    """The CA accepted the request and will answer later (the loop polls it)."""
+    return report.outcome is Outcome.DEFERRED
+
+
 
 def give_up_deferral(app: App, session: Session, name: str, *, now: dt.datetime, actor: str) -> str:
     """Bookkeeping in the caller's transaction (the policy's GIVE_UP): the CA held the

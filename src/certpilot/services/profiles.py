@@ -31,6 +31,7 @@ from certpilot.services.deployment import check_deploy
 from certpilot.services.notifications import check_notify
 from certpilot.store.deployments import forget_deployments
 from certpilot.store import profiles as repo
+from certpilot.store import script_state
 from certpilot.store.events import record_event
 from certpilot.store.wakeup import notify_wake
 
@@ -285,3 +286,10 @@ def remove_profile(app: App, name: str, *, actor: str) -> None:
         repo.remove_profile(session, name)
         record_event(session, at=now, actor=actor, kind=EventKind.PROFILE_CHANGED, object_type="profile",
                      object_name=name, details={"action": "removed"})
+
+
+def script_state_keys(app: App, name: str) -> list[str]:
+    """The keys of the profile's script state (`context.state`), sorted; never the values,
+    which may be secrets (an ACME account key). Raises `NotFound`."""
+    with app.db.read() as session:
+        return script_state.key_names(session, name)

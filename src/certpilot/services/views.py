@@ -110,14 +110,6 @@ def awaiting_ca_view(st: CertificateStatus) -> dict[str, Any] | None:
             "polls": st.deferred_polls}
 
 
-def awaiting_ca_text(st: CertificateStatus) -> str | None:
-    """One line for people: "awaiting the CA since …; next poll at …"."""
-    view = awaiting_ca_view(st)
-    if view is None:
-        return None
-    return f"awaiting the CA since {view['since']} ({view['polls']} poll(s) so far); next poll at {view['next_poll_at']}"
-
-
 def revision_view(rev: Revision, current: int | None = None) -> dict[str, Any]:
     return {
         "revision": rev.revision,

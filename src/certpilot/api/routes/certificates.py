@@ -13,16 +13,17 @@ from certpilot.api.schemas import (
     CertificateIn,
     CertificateOut,
     CertificateUpdate,
+    DeploymentOut,
     ExportIn,
     ExportOut,
     RevisionOut,
     SpecIn,
 )
 from certpilot.domain.errors import DeployFailed, IssuerFailed
-from certpilot.domain.model import KeySpec, Phase, make_subject
+from certpilot.domain.model import KeySpec, Outcome, Phase, make_subject
 from certpilot.services import certificates as service
 from certpilot.services import deployment, issuance
-from certpilot.services.views import attempt_view, certificate_view, revision_view
+from certpilot.services.views import attempt_view, certificate_view, deployment_view, revision_view
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -61,6 +62,8 @@ def list_certificates(
 
 @router.post("", response_model=CertificateOut, status_code=202,
              responses={201: {"model": CertificateOut, "description": "issued (with ?wait=true)"},
+                        202: {"model": CertificateOut, "description": "accepted; with ?wait=true: the CA "
+                              "deferred issuance (status.awaiting_ca)"},
                         502: {"description": "with ?wait=true: the attempt ended without a certificate"}})
 def request_certificate(body: CertificateIn, response: Response, app: CertpilotApp, who: Operator,
                         wait: bool = False) -> dict:
@@ -71,8 +74,7 @@ def request_certificate(body: CertificateIn, response: Response, app: CertpilotA
         key=given.key, hsm_group=given.hsm_group, dynamic_params=given.dynamic_params, actor=who.actor,
         hold_for=holder,
     )
-    if wait:
-        _raise_unless_issued(issuance.attempt_or_wait(app, body.name, actor=who.actor, owner=holder))
+    if wait and _raise_unless_issued(issuance.attempt_or_wait(app, body.name, actor=who.actor, owner=holder)):
         deployment.deploy_or_wait(app, body.name, actor=who.actor)  # its outcome is in the status
         response.status_code = 201
     return certificate_view(service.get_certificate(app, body.name))
@@ -97,12 +99,13 @@ def remove_certificate(name: str, app: CertpilotApp, who: Operator) -> Response:
 
 @router.post("/{name}/renew", response_model=CertificateOut, status_code=202,
              responses={200: {"model": CertificateOut, "description": "renewed (with ?wait=true)"},
+                        202: {"model": CertificateOut, "description": "accepted; with ?wait=true: the CA "
+                              "deferred issuance (status.awaiting_ca)"},
                         502: {"description": "with ?wait=true: the attempt ended without a certificate"}})
 def renew_certificate(name: str, response: Response, app: CertpilotApp, who: Operator, wait: bool = False) -> dict:
     holder = issuance.new_holder(app) if wait else None
     service.request_renewal(app, name, actor=who.actor, hold_for=holder)
-    if wait:
-        _raise_unless_issued(issuance.attempt_or_wait(app, name, actor=who.actor, owner=holder))
+    if wait and _raise_unless_issued(issuance.attempt_or_wait(app, name, actor=who.actor, owner=holder)):
         deployment.deploy_or_wait(app, name, actor=who.actor)  # its outcome is in the status
         response.status_code = 200
     return certificate_view(service.get_certificate(app, name))

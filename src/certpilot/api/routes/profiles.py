@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from certpilot.api.auth import Admin, CertpilotApp, Viewer
-from certpilot.api.schemas import ProfileIn, ProfileOut, ProfileUpdate
+from certpilot.api.schemas import ProfileIn, ProfileOut, ProfileUpdate, ScriptStateOut
 from certpilot.domain.model import DeploySettings, KeySpec, NotifySettings, ProfileParam
 from certpilot.services import profiles as service
 from certpilot.services.views import profile_view
@@ -54,6 +54,12 @@ def update_profile(name: str, body: ProfileUpdate, app: CertpilotApp, who: Admin
         allow_write=body.allow_write, max_pending_days=body.max_pending_days, deploy=_deploy(body),
         notify=_notify(body), actor=who.actor,
     ))
+
+
+@router.get("/{name}/state", response_model=ScriptStateOut)
+def get_script_state(name: str, app: CertpilotApp, _: Admin) -> dict:
+    """The keys the profile's script keeps in `context.state`; never the values."""
+    return {"profile": name, "keys": service.script_state_keys(app, name)}
 
 
 @router.delete("/{name}", status_code=204)
