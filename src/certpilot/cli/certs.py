@@ -21,6 +21,11 @@ WaitFlag = Annotated[bool, typer.Option("--wait/--no-wait", help="Issue now, in 
 
 def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str | None = None) -> None:
     report = issuance.attempt_or_wait(ctx, name, actor=local_actor(), owner=holder)
+    if issuance.is_deferred(report):  # accepted: the renewal loop polls the CA from now on
+        if not json_out:
+            awaiting = certificate_view(service.get_certificate(ctx, name))["status"]["awaiting_ca"]
+            say(f"certificate {name}: awaiting the CA {_awaiting(awaiting)}")
+        return
     if issuance.is_success(report):
         if not json_out:
             say(f"certificate {name}: revision {report.revision} issued")
@@ -29,7 +34,7 @@ def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str
     error(f"certificate {name}: attempt {report.outcome.value}: {report.error}")
     raise typer.Exit(1)
 
-def _deploy_and_report(ctx: "App", name: str, json_out: bool = False) -> bool:
+def _deploy_and_report(ctx: App, name: str, json_out: bool = False) -> bool:
     """Deploy the new revision now when its profile deploys (`--wait`); False when that failed."""
     report = deployment.deploy_or_wait(ctx, name, actor=local_actor())
     if report is None:
@@ -126,6 +131,7 @@ def show(name: str, json_: JsonFlag = False) -> None:
         ("renew at", st["renew_at"]), ("next action at", st["next_action_at"]),
         ("failures", st["failures"]), ("last error", st["last_error"]),
         ("deployed revision", st["deployed_revision"]), ("deploy error", st["deploy_error"]),
+        ("awaiting the CA", _awaiting(st["awaiting_ca"])),
     ])
 
 
@@ -165,22 +171,6 @@ def attempts(name: str, json_: JsonFlag = False) -> None:
         [(a["id"], a["kind"], a["started_at"], a["outcome"] or "running", a["duration_ms"], a["error"],
           output_excerpt(a["output"])) for a in rows],
         empty="no attempts yet",
-    )
-
-@app.command("deployments")
-@settings_flags
-def deployments(name: str, json_: JsonFlag = False) -> None:
-    """Deployments to the profile's deploy root, newest first, with the command's scrubbed output."""
-    with open_app() as ctx:
-        rows = [deployment_view(d) for d in deployment.list_deployments(ctx, name)]
-    if json_:
-        print_json(rows)
-        return
-    print_table(
-        ["ID", "REV", "STARTED", "OUTCOME", "ERROR", "OUTPUT"],
-        [(d["id"], d["revision"], d["started_at"], d["outcome"] or "running", d["error"],
-          output_excerpt(d["output"])) for d in rows],
-        empty="no deployments yet (does the profile have a deploy root?)",
     )
 
 OUTPUT_EXCERPT_CHARS = 100
