@@ -13,7 +13,6 @@ from certpilot.api.schemas import (
     CertificateIn,
     CertificateOut,
     CertificateUpdate,
-    DeploymentOut,
     ExportIn,
     ExportOut,
     RevisionOut,
@@ -23,7 +22,7 @@ from certpilot.domain.errors import DeployFailed, IssuerFailed
 from certpilot.domain.model import KeySpec, Outcome, Phase, make_subject
 from certpilot.services import certificates as service
 from certpilot.services import deployment, issuance
-from certpilot.services.views import attempt_view, certificate_view, deployment_view, revision_view
+from certpilot.services.views import attempt_view, certificate_view, revision_view
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -121,14 +120,19 @@ def deploy_certificate(name: str, app: CertpilotApp, who: Operator) -> dict:
     return certificate_view(service.get_certificate(app, name))
 
 
-def _raise_unless_issued(report: issuance.AttemptReport) -> None:
-    """The one rule for `?wait=true`: the answer is the attempt's outcome. Issued: 201 for a
-    new certificate, 200 for a renewal, with the certificate. Not issued: 502 (the issuer
-    failed) with the attempt's outcome and error; the certificate stays as the attempt
-    left it (`failed`, or still serving its previous revision) and is retried with backoff."""
+def _raise_unless_issued(report: issuance.AttemptReport) -> bool:
+    """The one rule for `?wait=true`: the answer is the attempt's outcome. Issued (returns
+    True): 201 for a new certificate, 200 for a renewal, with the certificate. Deferred by
+    the CA (returns False): 202, with the certificate awaiting the CA (`status.awaiting_ca`).
+    Failed: 502 (the issuer failed) with the attempt's outcome and error; the certificate
+    stays as the attempt left it (`failed`, or still serving its previous revision) and is
+    retried with backoff."""
+    if report.outcome is Outcome.DEFERRED:
+        return False
     if not issuance.is_success(report):
         raise IssuerFailed(f"certificate {report.name!r}: the attempt ended {report.outcome.value}: {report.error}",
                            outcome=report.outcome.value)
+    return True
 
 
 @router.get("/{name}/pem", response_class=PlainTextResponse,
