@@ -248,6 +248,17 @@ class AttemptOut(BaseModel):
     revision: int | None
 
 
+class DeploymentOut(BaseModel):
+    id: int
+    revision: int
+    directory: str
+    started_at: str
+    finished_at: str | None
+    outcome: str | None = Field(description='"deployed", "failed", or null while it runs')
+    error: str | None
+    output: str | None = Field(description="the deploy command's last 4 KiB, secrets replaced by ***")
+
+
 class ExportIn(Lenient):
     format: Literal["pem", "pkcs12"] = "pem"
     include_key: bool = True

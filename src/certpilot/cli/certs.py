@@ -13,7 +13,14 @@ from certpilot.domain.model import KeySpec, make_subject
 from certpilot.services import certificates as service
 from certpilot.services import deployment, issuance
 from certpilot.services.app import App, local_actor
-from certpilot.services.views import attempt_view, certificate_view, event_view, revision_view, timestamp
+from certpilot.services.views import (
+    attempt_view,
+    certificate_view,
+    deployment_view,
+    event_view,
+    revision_view,
+    timestamp,
+)
 
 app = typer.Typer(help="Certificates: request, inspect, renew, export.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
@@ -171,6 +178,22 @@ def attempts(name: str, json_: JsonFlag = False) -> None:
         [(a["id"], a["kind"], a["started_at"], a["outcome"] or "running", a["duration_ms"], a["error"],
           output_excerpt(a["output"])) for a in rows],
         empty="no attempts yet",
+    )
+
+@app.command("deployments")
+@settings_flags
+def deployments(name: str, json_: JsonFlag = False) -> None:
+    """Deployments to the profile's deploy root, newest first, with the command's scrubbed output."""
+    with open_app() as ctx:
+        rows = [deployment_view(d) for d in deployment.list_deployments(ctx, name)]
+    if json_:
+        print_json(rows)
+        return
+    print_table(
+        ["ID", "REV", "STARTED", "OUTCOME", "ERROR", "OUTPUT"],
+        [(d["id"], d["revision"], d["started_at"], d["outcome"] or "running", d["error"],
+          output_excerpt(d["output"])) for d in rows],
+        empty="no deployments yet (does the profile have a deploy root?)",
     )
 
 OUTPUT_EXCERPT_CHARS = 100

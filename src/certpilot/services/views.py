@@ -137,6 +137,20 @@ def attempt_view(attempt: Attempt) -> dict[str, Any]:
     }
 
 
+def deployment_view(record: Any) -> dict[str, Any]:
+    """One deployment run (`store.deployments.DeploymentRecord`)."""
+    return {
+        "id": record.id,
+        "revision": record.revision,
+        "directory": record.directory,
+        "started_at": timestamp(record.started_at),
+        "finished_at": timestamp(record.finished_at),
+        "outcome": record.outcome,
+        "error": record.error,
+        "output": record.output,
+    }
+
+
 def event_view(event: Event) -> dict[str, Any]:
     return {
         "id": event.id,

@@ -117,7 +117,8 @@ def certificate_page(request: Request, name: str, user: PageViewer) -> HTMLRespo
     return render(request, "certificate.html", title=f"Certificate {name}", section="Certificates", user=user,
                   cert=cert, dynamic=dynamic, revisions=service.list_revisions(app, name),
                   attempts=service.list_attempts(app, name), events=service.certificate_events(app, name),
-                  deploys=profile_service.get_profile(app, cert.spec.profile).deploy.root is not None)
+                  deploys=profile_service.get_profile(app, cert.spec.profile).deploy.root is not None,
+                  deployments=deployment.list_deployments(app, name)[:10])
 
 
 @router.post("/certificates/{name}/renew")

@@ -78,6 +78,11 @@ def test_wait_deploys_and_cert_deploy_deploys_again(installed: Cli, tmp_path: Pa
     status = installed.json("cert", "show", "web1", "--json")["status"]
     assert (status["revision"], status["deployed_revision"]) == (2, None)
     assert "reload refused" in status["deploy_error"]
+    runs = installed.json("cert", "deployments", "web1", "--json")
+    assert [(d["revision"], d["outcome"]) for d in runs] == [(2, "failed"), (2, "deployed"), (2, "deployed"),
+                                                             (1, "deployed")]
+    assert "reload refused" in runs[0]["output"]
+    assert "reload refused" in installed.ok("cert", "deployments", "web1").stdout
 
     installed.ok("profile", "update", "corp", "--concurrency", "2")  # the stored URL survives other changes
     assert installed.json("profile", "show", "corp", "--json")["notify_url"] == "***"

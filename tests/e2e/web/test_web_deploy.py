@@ -77,4 +77,5 @@ def test_deploy_settings_in_the_profile_form_and_deploy_now(admin_page, web_serv
     page.get_by_role("button", name="Deploy now").click()
     expect(flash_ok(page)).to_contain_text(f"Revision 1 of {CERT} deployed.")
     assert log.read_text().splitlines() == [f"{CERT} 1", f"{CERT} 1"]
+    expect(page.locator("details", has_text="revision 1")).to_have_count(2)
     watch.check(page, "(certificate page)")

@@ -95,6 +95,10 @@ def test_wait_deploys_and_deploy_redeploys(client: TestClient, admin: dict[str, 
     assert_problem(r, 502, "deployment of revision 1 failed", "status 4")
     status = client.get("/api/v1/certificates/web1", headers=operator).json()["status"]
     assert (status["revision"], status["deployed_revision"]) == (1, None)
+    listed = client.get("/api/v1/certificates/web1/deployments", headers=tokens.headers(Role.VIEWER)).json()
+    assert [(d["revision"], d["outcome"]) for d in listed] == [(1, "failed"), (1, "deployed"), (1, "deployed")]
+    assert listed[0]["error"] == "the deploy command exited with status 4"
+    assert listed[0]["directory"] == str(live / "web1")
     kinds = [e["kind"] for e in client.get("/api/v1/events", headers=admin,
                                              params={"object": "web1"}).json()]
     assert kinds.count("CERT_DEPLOYED") == 2 and kinds.count("CERT_DEPLOY_FAILED") == 1

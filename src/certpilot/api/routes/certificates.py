@@ -13,6 +13,7 @@ from certpilot.api.schemas import (
     CertificateIn,
     CertificateOut,
     CertificateUpdate,
+    DeploymentOut,
     ExportIn,
     ExportOut,
     RevisionOut,
@@ -22,7 +23,7 @@ from certpilot.domain.errors import DeployFailed, IssuerFailed
 from certpilot.domain.model import KeySpec, Outcome, Phase, make_subject
 from certpilot.services import certificates as service
 from certpilot.services import deployment, issuance
-from certpilot.services.views import attempt_view, certificate_view, revision_view
+from certpilot.services.views import attempt_view, certificate_view, deployment_view, revision_view
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -146,6 +147,12 @@ def get_pem(name: str, app: CertpilotApp, who: Viewer) -> PlainTextResponse:
 def list_revisions(name: str, app: CertpilotApp, _: Viewer) -> list[dict]:
     current = service.get_certificate(app, name).status.revision
     return [revision_view(r, current) for r in service.list_revisions(app, name)]
+
+
+@router.get("/{name}/deployments", response_model=list[DeploymentOut])
+def list_deployments(name: str, app: CertpilotApp, _: Viewer) -> list[dict]:
+    """Deployments of the certificate to its profile's deploy root, newest first."""
+    return [deployment_view(d) for d in deployment.list_deployments(app, name)]
 
 
 @router.get("/{name}/attempts", response_model=list[AttemptOut])
