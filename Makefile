@@ -9,7 +9,7 @@ DATA_DIR ?= ./certpilot-data
 HOST ?= 127.0.0.1
 PORT ?= 8080
 # Debian packages the test suite needs (installed when missing; root or sudo required).
-TEST_DEBS := postgresql chromium softhsm2 curl openssl nginx-light
+TEST_DEBS := postgresql chromium softhsm2 curl openssl nginx-light pebble bind9
 
 .PHONY: run test venv dev-venv debs bench clean
 

@@ -29,12 +29,21 @@ def read_source(path: Path) -> str:
 @settings_flags
 def add(
     name: str,
-    file: Annotated[Path, typer.Option("--file", help="The script's source file.")],
+    file: Annotated[Path | None, typer.Option("--file", help="The script's source file.")] = None,
+    bundled: Annotated[str | None, typer.Option("--bundled", metavar="KIND", help="A script that ships with certpilot: acme, certmonger or local-ca (see `certpilot script bundled`).")] = None,
     timeout: Annotated[int, typer.Option("--timeout", help="Seconds a call may take.")] = DEFAULT_SCRIPT_TIMEOUT_S,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the source of an existing script.")] = False,
 ) -> None:
-    """Add a script (or, with --replace, give an existing one a new source)."""
-    source = read_source(file)
+    """Add a script from --file or --bundled (or, with --replace, give an existing one a new source)."""
+    if (file is None) == (bundled is None):
+        raise InvalidInput("give the script's source with either --file PATH or --bundled KIND", field="file")
+    if bundled is not None:
+        from certpilot.issuers.bundled import bundled_source
+
+        source = bundled_source(bundled)
+    else:
+        assert file is not None
+        source = read_source(file)
     with open_app() as ctx:
         if replace:
             script = service.update_script(ctx, name, source, timeout_s=timeout, actor=local_actor())
@@ -78,3 +87,20 @@ def remove(name: str) -> None:
     with open_app() as ctx:
         service.remove_script(ctx, name, actor=local_actor())
     say(f"script {name} removed")
+
+@app.command("bundled")
+def bundled_(json_: JsonFlag = False) -> None:
+    """The scripts that ship with certpilot, with their parameters (add one with --bundled KIND)."""
+    from certpilot.issuers.bundled import BUNDLED
+
+    if json_:
+        print_json([{"kind": b.kind, "description": b.description,
+                     "params": [{"name": p.name, "description": p.description, "sensitive": p.sensitive,
+                                 "required": p.required} for p in b.params]} for b in BUNDLED])
+        return
+    for b in BUNDLED:
+        say(f"{b.kind}: {b.description}")
+        print_table(["PARAM", "SENSITIVE", "REQUIRED", "DESCRIPTION"],
+                    [(p.name, "yes" if p.sensitive else "no", "yes" if p.required else "no", p.description)
+                     for p in b.params], empty="no parameters")
+        say("")

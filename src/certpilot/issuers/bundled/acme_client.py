@@ -1,0 +1,305 @@
+"""certpilot bundled script `acme`: an RFC 8555 client on the `acme` library.
+
+One profile is one ACME account, ever: the account key (and the account's URL per
+directory) live in `context.state`, made on the first call. Each call places an
+order for the CSR's names, answers one challenge per authorization, finalizes with
+the CSR and returns the full chain. A CA that is still `processing` the order
+when the call's wait runs out answers `Pending`; `certificate_poll` then fetches
+the order again. The CA's own error text is what a failure says.
+
+Profile parameters (args_dict):
+    directory_url   the ACME server's directory URL (required)
+    email           contact address for the account
+    challenge       http-01 (default) or dns-01
+    http_port       http-01: serve the challenge on this port (all addresses) during the call
+    http_webroot    http-01: or write it under DIR/.well-known/acme-challenge/ (grant DIR)
+    dns_server      dns-01: host:port of the primary name server taking RFC 2136 updates
+    dns_zone        dns-01: the zone to update (default: the nearest SOA the server answers for)
+    tsig_key_name, tsig_secret (sensitive), tsig_algorithm (default hmac-sha256)
+    ca_bundle       path, or PEM text, of the CA to trust for the ACME server's TLS
+    eab_kid, eab_hmac_key (sensitive)   external account binding
+    acme_profile    the certificate profile to ask for, where the server offers profiles
+    wait_s          how long one call waits for validation and issuance (default 60)
+"""
+
+import datetime
+import http.server
+import json
+import os
+import tempfile
+import threading
+
+import josepy as jose
+from acme import challenges, client, errors, messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certpilot.issuer import Pending
+
+ACCOUNT_KEY = "acme_account_key"
+USER_AGENT = "certpilot-acme"
+
+
+# --- account -------------------------------------------------------------------------
+
+
+def _account_key(state):
+    if ACCOUNT_KEY not in state:
+        key = ec.generate_private_key(ec.SECP256R1())
+        state[ACCOUNT_KEY] = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()).decode()
+    return jose.JWKEC(key=serialization.load_pem_private_key(state[ACCOUNT_KEY].encode(), password=None))
+
+
+def _verify(args_dict):
+    bundle = (args_dict.get("ca_bundle") or "").strip()
+    if not bundle:
+        return True
+    if bundle.startswith("-----BEGIN"):
+        fd, path = tempfile.mkstemp(suffix=".pem")  # in this call's own temporary directory
+        with os.fdopen(fd, "w") as f:
+            f.write(bundle + "\n")
+        return path
+    return bundle
+
+
+def _client(args_dict, state):
+    url = args_dict.get("directory_url") or ""
+    if not url:
+        raise ValueError("profile parameter 'directory_url' (the ACME server's directory) is missing")
+    key = _account_key(state)
+    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=_verify(args_dict), user_agent=USER_AGENT)
+    directory = client.ClientV2.get_directory(url, net)
+    acme = client.ClientV2(directory, net)
+    account_slot = "acme_account_url " + url
+    if account_slot in state:
+        net.account = messages.RegistrationResource(uri=state[account_slot], body=messages.Registration())
+        return acme, key
+    email = args_dict.get("email") or None
+    eab = None
+    if args_dict.get("eab_kid"):
+        eab = messages.ExternalAccountBinding.from_data(
+            account_public_key=key.public_key(), kid=args_dict["eab_kid"],
+            hmac_key=args_dict.get("eab_hmac_key") or "", directory=directory)
+    registration = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True,
+                                                      external_account_binding=eab)
+    try:
+        regr = acme.new_account(registration)
+    except errors.ConflictError as exc:  # the key has an account already: use it
+        regr = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
+    net.account = regr
+    state[account_slot] = regr.uri
+    print("ACME account", regr.uri)
+    return acme, key
+
+
+# --- challenges ----------------------------------------------------------------------
+
+
+class _Tokens(http.server.BaseHTTPRequestHandler):
+    tokens = {}
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = self.tokens.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        print("http-01:", self.address_string(), format % args)
+
+
+class _Http01:
+    def __init__(self, args_dict):
+        self.port = int(args_dict["http_port"]) if args_dict.get("http_port") else None
+        self.webroot = args_dict.get("http_webroot") or None
+        if self.port is None and self.webroot is None:
+            raise ValueError("http-01 needs profile parameter 'http_port' or 'http_webroot'")
+        self.server = None
+        self.written = []
+        self.tokens = {}
+
+    def add(self, name, chall, key):
+        response, validation = chall.response_and_validation(key)
+        path = chall.path  # /.well-known/acme-challenge/TOKEN
+        if self.webroot:
+            target = os.path.join(self.webroot, path.lstrip("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w") as f:
+                f.write(validation)
+            self.written.append(target)
+        else:
+            self.tokens[path] = validation
+        return response
+
+    def start(self):
+        if self.port is not None and self.tokens:
+            handler = type("Tokens", (_Tokens,), {"tokens": dict(self.tokens)})
+            http.server.ThreadingHTTPServer.allow_reuse_address = True
+            self.server = http.server.ThreadingHTTPServer(("", self.port), handler)
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def clean_up(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for path in self.written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+class _Dns01:
+    def __init__(self, args_dict):
+        import dns.name
+        import dns.tsigkeyring
+
+        server = args_dict.get("dns_server") or ""
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("dns-01 needs profile parameter 'dns_server' as host:port")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.keyring, self.algorithm = None, None
+        if args_dict.get("tsig_key_name"):
+            self.keyring = dns.tsigkeyring.from_text({args_dict["tsig_key_name"]: args_dict.get("tsig_secret") or ""})
+            self.algorithm = dns.name.from_text(args_dict.get("tsig_algorithm") or "hmac-sha256")
+        self.zone = args_dict.get("dns_zone") or None
+        self.added = []
+
+    def _zone_of(self, name):
+        import dns.message
+        import dns.name
+        import dns.query
+        import dns.rdatatype
+
+        if self.zone:
+            return dns.name.from_text(self.zone)
+        candidate = dns.name.from_text(name)
+        while len(candidate) > 1:
+            answer = dns.query.udp(dns.message.make_query(candidate, dns.rdatatype.SOA), self.host, port=self.port,
+                                   timeout=5)
+            if any(r.rdtype == dns.rdatatype.SOA and r.name == candidate for r in answer.answer):
+                return candidate
+            candidate = candidate.parent()
+        raise ValueError(f"no zone for {name} on {self.host}:{self.port}: set profile parameter 'dns_zone'")
+
+    def _update(self, zone, action, record, value):
+        import dns.query
+        import dns.rcode
+        import dns.update
+
+        update = dns.update.UpdateMessage(zone, keyring=self.keyring, keyalgorithm=self.algorithm)
+        getattr(update, action)(record, *((60, "TXT", f'"{value}"') if action == "add" else ("TXT", f'"{value}"')))
+        try:
+            response = dns.query.tcp(update, self.host, port=self.port, timeout=10)
+        except Exception as exc:  # BADSIG, BADKEY, a timeout: the server's answer, said plainly
+            raise RuntimeError(f"the DNS update ({action} {record} TXT) to {self.host}:{self.port} failed: "
+                               f"{exc or type(exc).__name__}") from None
+        if response.rcode() != dns.rcode.NOERROR:
+            raise RuntimeError(f"the DNS update ({action} {record} TXT) was refused by {self.host}:{self.port}: "
+                               f"{dns.rcode.to_text(response.rcode())}")
+
+    def add(self, name, chall, key):
+        import dns.name
+
+        response, validation = chall.response_and_validation(key)
+        record = dns.name.from_text(chall.validation_domain_name(name.removeprefix("*.")))
+        zone = self._zone_of(name.removeprefix("*."))
+        self._update(zone, "add", record, validation)
+        self.added.append((zone, record, validation))
+        print("dns-01: added", record.to_text(), "TXT")
+        return response
+
+    def start(self):
+        pass
+
+    def clean_up(self):
+        for zone, record, validation in self.added:
+            try:
+                self._update(zone, "delete", record, validation)
+                print("dns-01: removed", record.to_text(), "TXT")
+            except Exception as exc:  # a record left behind is said, not fatal
+                print("dns-01: could not remove", record.to_text(), "TXT:", exc)
+
+
+# --- orders --------------------------------------------------------------------------
+
+
+def _problem(exc):
+    """The CA's own words for a failed order."""
+    if isinstance(exc, errors.ValidationError):
+        words = []
+        for authzr in exc.failed_authzrs:
+            for chall in authzr.body.challenges:
+                if chall.error is not None:
+                    words.append(f"{authzr.body.identifier.value}: {chall.error.detail or chall.error.typ}")
+        return "ACME validation failed: " + "; ".join(words)
+    if isinstance(exc, messages.Error):
+        return f"ACME server error: {exc.detail or exc.typ} ({exc.typ})"
+    if isinstance(exc, errors.IssuanceError):
+        return f"ACME order failed: {exc.error.detail or exc.error.typ}"
+    return f"ACME: {exc}"
+
+
+def _deadline(args_dict):
+    return datetime.datetime.now() + datetime.timedelta(seconds=int(args_dict.get("wait_s") or 60))
+
+
+def _pending(orderr):
+    print("the ACME server is still processing order", orderr.uri)
+    raise Pending(retry_after_s=60, cookie=json.dumps({"order": orderr.uri, "csr": orderr.csr_pem.decode()}))
+
+
+def certificate_request(csr, common_name, args_dict, context):
+    acme, key = _client(args_dict, context.state)
+    kind = (args_dict.get("challenge") or "http-01").strip()
+    if kind not in ("http-01", "dns-01"):
+        raise ValueError(f"challenge {kind!r} is not supported: use http-01 or dns-01")
+    solver = _Http01(args_dict) if kind == "http-01" else _Dns01(args_dict)
+    wanted = challenges.HTTP01 if kind == "http-01" else challenges.DNS01
+    try:
+        orderr = acme.new_order(csr.encode(), profile=args_dict.get("acme_profile") or None)
+        answers = []
+        for authzr in orderr.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue  # reused: validated before
+            name = ("*." if authzr.body.wildcard else "") + authzr.body.identifier.value
+            challb = next((c for c in authzr.body.challenges if isinstance(c.chall, wanted)), None)
+            if challb is None:
+                raise RuntimeError(f"the ACME server offers no {kind} challenge for {name}")
+            answers.append((challb, solver.add(authzr.body.identifier.value if kind == "http-01" else name,
+                                               challb.chall, key)))
+        solver.start()
+        for challb, response in answers:
+            acme.answer_challenge(challb, response)
+        deadline = _deadline(args_dict)
+        orderr = acme.poll_authorizations(orderr, deadline)
+        try:
+            orderr = acme.finalize_order(orderr, deadline)
+        except errors.TimeoutError:
+            _pending(orderr)
+    except (errors.Error, messages.Error) as exc:
+        raise RuntimeError(_problem(exc)) from None
+    finally:
+        solver.clean_up()
+    return orderr.fullchain_pem
+
+
+def certificate_poll(cookie, args_dict, context):
+    acme, _ = _client(args_dict, context.state)
+    held = json.loads(cookie)
+    orderr = messages.OrderResource(uri=held["order"], csr_pem=held["csr"].encode(),
+                                    body=messages.Order.from_json(acme._post_as_get(held["order"]).json()))
+    try:
+        return acme.poll_finalization(orderr, _deadline(args_dict)).fullchain_pem
+    except errors.TimeoutError:
+        _pending(orderr)
+    except (errors.Error, messages.Error) as exc:
+        raise RuntimeError(_problem(exc)) from None
