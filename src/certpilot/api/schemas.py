@@ -254,7 +254,8 @@ class DeploymentOut(BaseModel):
     directory: str
     started_at: str
     finished_at: str | None
-    outcome: str | None = Field(description='"deployed", "failed", or null while it runs')
+    outcome: str | None = Field(
+        description='"deployed", "failed", "interrupted" (its worker died), or null while it runs')
     error: str | None
     output: str | None = Field(description="the deploy command's last 4 KiB, secrets replaced by ***")
 

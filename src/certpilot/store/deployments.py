@@ -64,7 +64,16 @@ def deploy_target(session: Session, name: str) -> DeployTarget:
 
 def start_deployment(session: Session, name: str, *, revision: int, directory: str, worker: str,
                      now: dt.datetime) -> int:
-    row = DeploymentRow(certificate_id=_id(session, name), revision_number=revision, directory=directory,
+    """A new deployment record; one left unfinished (its worker died: the caller holds the
+    lease now) is marked `interrupted`."""
+    cert_id = _id(session, name)
+    session.execute(
+        update(DeploymentRow)
+        .where(DeploymentRow.certificate_id == cert_id, DeploymentRow.finished_at.is_(None))
+        .values(outcome="interrupted", finished_at=now, error="the worker stopped before the deployment ended")
+        .execution_options(synchronize_session=False)
+    )
+    row = DeploymentRow(certificate_id=cert_id, revision_number=revision, directory=directory,
                         worker=worker, started_at=now)
     session.add(row)
     session.flush()

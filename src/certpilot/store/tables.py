@@ -344,7 +344,7 @@ class DeploymentRow(Base):
     worker: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    outcome: Mapped[str | None] = mapped_column(String(16))  # "deployed" or "failed"
+    outcome: Mapped[str | None] = mapped_column(String(16))  # "deployed", "failed" or "interrupted"
     error: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)  # the command's, bounded and scrubbed
 

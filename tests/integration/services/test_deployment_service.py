@@ -240,6 +240,7 @@ def test_a_crash_between_files_and_command_is_finished_by_the_next_worker(
     assert log.read_text() == "ran\n", "the next worker ran the command once"
     assert (root / "web1" / "cert.pem").stat().st_ino == written, "and did not need to write the files again"
     assert get_certificate(deploy_app, "web1").status.deployed_revision == 1
+    assert [r.outcome for r in deployment.list_deployments(deploy_app, "web1")] == ["deployed", "interrupted"]
 
 
 def test_a_profile_that_gains_a_deploy_root_deploys_its_certificates_and_cert_deploy_redeploys(
