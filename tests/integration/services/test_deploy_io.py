@@ -1,0 +1,86 @@
+"""The deploy command as a real process (no database): no shell, the environment it is
+given and nothing else of the controller's, the output's bounded and scrubbed tail, a
+timeout that kills the command's whole process group; and the files' refusal of a
+FIFO or directory planted at a file's path."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from certpilot.services.deploy_io import OUTPUT_LIMIT_BYTES, DeployError, Material, run_command, write_files
+
+SECRET = "hunter2-s3cr3t-value"
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "cmd.sh"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_no_shell_and_only_the_given_environment(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CERTPILOT_MASTER_KEY_FILE", "/must/not/leak")
+    monkeypatch.setenv("CERTPILOT_DATABASE_URL", "postgresql://user:pw@db/x")
+    cmd = script(tmp_path, 'env | sort; echo "args: $#: $1"')
+    result = run_command(f"{cmd} 'a b; rm -rf /tmp/x' ", certificate="web1", revision=3, directory=str(tmp_path),
+                         hidden=[])
+    assert result.error is None, result
+    env = dict(line.split("=", 1) for line in result.output.splitlines() if "=" in line and not line.startswith("args"))
+    assert env["CERTPILOT_CERTIFICATE"] == "web1" and env["CERTPILOT_REVISION"] == "3"
+    assert env["CERTPILOT_DEPLOY_DIR"] == str(tmp_path)
+    assert not {k for k in env if k.startswith("CERTPILOT_")} - {
+        "CERTPILOT_CERTIFICATE", "CERTPILOT_REVISION", "CERTPILOT_DEPLOY_DIR"}
+    assert "args: 1: a b; rm -rf /tmp/x" in result.output, "one argument, never given to a shell"
+
+
+def test_output_is_bounded_and_scrubbed_even_across_the_cut(tmp_path: Path) -> None:
+    cmd = script(tmp_path, f'i=0; while [ $i -lt 20000 ]; do echo "line $i {SECRET}"; i=$((i+1)); done; '
+                           f'printf "{SECRET[:8]}"; printf "{SECRET[8:]}"; echo; exit 2')
+    result = run_command(str(cmd), certificate="web1", revision=1, directory=str(tmp_path), hidden=[SECRET])
+    assert len(result.output.encode()) <= OUTPUT_LIMIT_BYTES
+    assert SECRET not in result.output and SECRET[:8] not in result.output.replace("***", "")
+    assert "line 19999 ***" in result.output
+    assert result.error is not None and result.error.startswith("the deploy command exited with status 2")
+    assert SECRET not in result.error
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    cmd = script(tmp_path, f'sleep 300 & echo $! > {marker}; wait')
+    result = run_command(str(cmd), certificate="web1", revision=1, directory=str(tmp_path), hidden=[],
+                         timeout_s=1)
+    assert result.error is not None and "did not finish within 1 s" in result.error
+    child = int(marker.read_text())
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the command's background child outlived the timeout")
+
+
+def test_a_command_that_cannot_start_is_an_error(tmp_path: Path) -> None:
+    result = run_command(str(tmp_path / "gone"), certificate="web1", revision=1, directory=str(tmp_path), hidden=[])
+    assert result.error is not None and result.error.startswith("the deploy command could not start")
+
+
+def test_a_fifo_or_directory_at_a_file_path_is_refused(tmp_path: Path) -> None:
+    material = Material("LEAF\n", "CHAIN\n", "KEY\n", None)
+    (tmp_path / "web1").mkdir()
+    os.mkfifo(tmp_path / "web1" / "chain.pem")
+    try:
+        write_files(str(tmp_path), "web1", material, None)
+    except DeployError as exc:
+        assert "chain.pem is a symbolic link or not a regular file" in str(exc)
+    else:
+        raise AssertionError("a FIFO was written through")
+    assert sorted(p.name for p in (tmp_path / "web1").iterdir()) == ["chain.pem"], "nothing replaced, no temp left"
+
+    os.unlink(tmp_path / "web1" / "chain.pem")
+    assert write_files(str(tmp_path), "web1", material, None) == f"{tmp_path}/web1"
+    assert (tmp_path / "web1" / "fullchain.pem").read_text() == "LEAF\nCHAIN\n"
