@@ -24,7 +24,7 @@ from certpilot.pki.local_ca import LocalCA
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services import notifications
 from certpilot.services.app import App
-from certpilot.services.certificates import certificate_events, request_certificate
+from certpilot.services.certificates import certificate_events, get_certificate, request_certificate
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
 from certpilot.store.database import create_db_engine, upgrade
@@ -329,3 +329,32 @@ def test_a_deferral_waiting_over_a_day_notifies_once(notify_app: App, test_ca: L
             session.scalars(select(CertificateStatusRow)).one().deferred_since = clock.now()
         clock.advance(dt.timedelta(days=2))
         assert notifications.record_overdue_deferrals(notify_app, actor=ACTOR) == 1
+
+
+def test_the_loop_notifies_expiry_warnings_and_expiry_while_renewal_fails(
+    notify_app: App, test_ca: LocalCA, issuer: SwitchableIssuer, clock: FakeClock
+) -> None:
+    issuer.failing = False
+    with webhook() as receiver:
+        make_profile(notify_app, test_ca, url=receiver.url)
+        request_certificate(notify_app, "web1", profile="corp", subject=make_subject("web1.example.test"),
+                            actor=ACTOR)
+        Reconciler(notify_app).run_once()
+        not_after = get_certificate(notify_app, "web1").status.not_after
+        assert not_after is not None
+        issuer.failing = True  # the CA is gone: every renewal fails from now on
+        while clock.now() < not_after + dt.timedelta(days=1):
+            clock.advance(dt.timedelta(hours=12))
+            loop = Reconciler(notify_app)
+            while loop.run_once():  # as a running loop looks again at once after an attempt
+                pass
+        kinds = [(m["event"], m["details"].get("warning_day"), m["details"].get("failures"))
+                 for m in receiver.messages()]
+    warnings = [day for kind, day, _ in kinds if kind == "CERT_EXPIRING"]
+    assert warnings == [30, 7, 1], "one message per warning day crossed"
+    assert [k for k, _, _ in kinds].count("CERT_EXPIRED") == 1
+    failures = [n for kind, _, n in kinds if kind == "CERT_RENEW_FAILED"]
+    assert failures and all(n & (n - 1) == 0 for n in failures), f"only at powers of two: {failures}"
+    recorded = [e.details["failures"] for e in certificate_events(notify_app, "web1") if e.kind == "CERT_RENEW_FAILED"]
+    assert len(recorded) > len(failures), "not every retry notifies"
+    assert sorted(failures) == sorted(n for n in recorded if n & (n - 1) == 0)
