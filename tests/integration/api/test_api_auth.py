@@ -345,7 +345,7 @@ def test_password_typed_as_username_stays_out_of_events(client: TestClient, toke
 
 
 def test_repeated_failures_are_answered_429_with_retry_after(client: TestClient, api_app: App) -> None:
-    # users of their own: the throttle is per user name and origin and lives as long as the process
+    # users of their own: the throttle is per user name and origin, held by the App (one per server process)
     name, fresh = ("throttled-" + uuid.uuid4().hex[:8] for _ in range(2))
     for user in (name, fresh):
         add_user(api_app, user, Role.VIEWER, PASSWORD, actor=ACTOR)
