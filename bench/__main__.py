@@ -26,6 +26,8 @@ SCENARIOS = {
     "api": ("api.py", "the HTTP API under concurrent clients at 100,000 certificates"),
     "hsm": ("hsm.py", "issuance with keys in a PKCS#11 token (SoftHSM2)"),
     "runtime": ("runtime.py", "the renewal loop through warm sandboxed script hosts; slow CA; memory per call"),
+    "cli": ("cli.py", "CLI start-up (--help, cert list, cert show) against a bare Python start"),
+    "acme": ("acme.py", "the bundled ACME script against Pebble, next to the plain acme library client"),
 }
 
 

@@ -1,18 +1,22 @@
 """`certpilot cert …`"""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, read_secret_file, settings_flags
+from certpilot.cli.context import (
+    lazy_module,
+    local_actor,
+    open_app,
+    read_secret_file,
+    settings_flags,
+    sqlite_database_for_reads,
+)
 from certpilot.cli.output import error, print_fields, print_json, print_table, say
 from certpilot.cli.profiles import split_assignment
 from certpilot.domain.errors import InvalidInput
 from certpilot.domain.model import KeySpec, make_subject
-from certpilot.services import certificates as service
-from certpilot.services import deployment, issuance
-from certpilot.services.app import App, local_actor
 from certpilot.services.views import (
     attempt_view,
     certificate_view,
@@ -22,11 +26,19 @@ from certpilot.services.views import (
     timestamp,
 )
 
+if TYPE_CHECKING:
+    from certpilot.services.app import App
+
+# services (and with them SQLAlchemy) are imported when a command runs, not for --help
+service = lazy_module("certpilot.services.certificates")
+deployment = lazy_module("certpilot.services.deployment")
+issuance = lazy_module("certpilot.services.issuance")
+
 app = typer.Typer(help="Certificates: request, inspect, renew, export.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 WaitFlag = Annotated[bool, typer.Option("--wait/--no-wait", help="Issue now, in this process, and report the outcome.")]
 
-def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str | None = None) -> None:
+def _attempt_and_report(ctx: "App", name: str, json_out: bool = False, holder: str | None = None) -> None:
     report = issuance.attempt_or_wait(ctx, name, actor=local_actor(), owner=holder)
     if issuance.is_deferred(report):  # accepted: the renewal loop polls the CA from now on
         if not json_out:
@@ -41,7 +53,7 @@ def _attempt_and_report(ctx: App, name: str, json_out: bool = False, holder: str
     error(f"certificate {name}: attempt {report.outcome.value}: {report.error}")
     raise typer.Exit(1)
 
-def _deploy_and_report(ctx: App, name: str, json_out: bool = False) -> bool:
+def _deploy_and_report(ctx: "App", name: str, json_out: bool = False) -> bool:
     """Deploy the new revision now when its profile deploys (`--wait`); False when that failed."""
     report = deployment.deploy_or_wait(ctx, name, actor=local_actor())
     if report is None:
@@ -103,19 +115,38 @@ def list_(
     json_: JsonFlag = False,
 ) -> None:
     """List certificates."""
+    columns = ["NAME", "PROFILE", "PHASE", "EXPIRY", "NOT_AFTER", "REV", "FAILURES"]
+    empty = ("no certificates" if expiring_within is not None else
+             "no certificates yet: request one with `certpilot cert request NAME --profile P --cn CN`")
+    lines = None if json_ else _quick_lines(expiring_within)
+    if lines is not None:  # SQLite: read without SQLAlchemy, the services or the settings model
+        print_table(columns, [(c.name, c.profile, c.phase, c.expiry_status, timestamp(c.not_after), c.revision,
+                               c.failures) for c in lines], empty=empty)
+        return
     with open_app() as ctx:
         certs = service.list_certificates(ctx, expiring_within_days=expiring_within)
     if json_:
         print_json([certificate_view(c) for c in certs])
         return
     print_table(
-        ["NAME", "PROFILE", "PHASE", "EXPIRY", "NOT_AFTER", "REV", "FAILURES"],
+        columns,
         [(c.name, c.spec.profile, c.status.phase.value,
           c.status.expiry_status.value if c.status.expiry_status else None,
           timestamp(c.status.not_after), c.status.revision, c.status.failures) for c in certs],
-        empty="no certificates" if expiring_within is not None else
-        "no certificates yet: request one with `certpilot cert request NAME --profile P --cn CN`",
+        empty=empty,
     )
+
+
+def _quick_lines(expiring_within: int | None) -> list | None:  # type: ignore[type-arg]
+    """`cert list`'s lines read straight from a SQLite file, or None (not SQLite, a schema
+    the quick reader does not know): then the ordinary path answers."""
+    database = sqlite_database_for_reads()
+    if database is None:
+        return None
+    from certpilot.clock import SystemClock
+    from certpilot.services.certificate_lines import certificate_lines
+
+    return certificate_lines(database, SystemClock().now(), expiring_within_days=expiring_within)
 
 @app.command("show")
 @settings_flags

@@ -1,17 +1,29 @@
-"""Settings flags shared by every command, and the App they open."""
+"""Settings flags shared by every command, and the App they open.
+
+Building the command tree imports only Typer and the domain: settings (pydantic),
+the database (SQLAlchemy, Alembic) and the services are imported when a command
+runs and needs them, so `certpilot --help` and a typo answer at once. Edges name
+service modules through `lazy_module`.
+"""
+
+from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
-from certpilot.config import Settings
 from certpilot.domain.errors import ConfigurationError, InvalidInput
-from certpilot.services.app import App
+
+if TYPE_CHECKING:
+    from certpilot.config import Settings
+    from certpilot.services.app import App
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +65,31 @@ def settings_flags(func: F) -> F:
     wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
+class lazy_module:  # noqa: N801 - stands in for a module
+    """A module imported on first attribute access: `service = lazy_module("certpilot.services.x")`."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _module(self) -> ModuleType:
+        return importlib.import_module(self._name)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._module(), attribute)
+
+
+def local_actor() -> str:
+    """The actor recorded for a command run on this host (see `services.app.local_actor`)."""
+    from certpilot.services.app import local_actor as actor
+
+    return actor()
+
+
 def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from certpilot.config import Settings
+
     try:
         return Settings(**_overrides)
     except ValidationError as exc:
@@ -61,7 +97,25 @@ def load_settings() -> Settings:
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigurationError(f"setting {where} is not valid: {first['msg']}") from None
 
+def sqlite_database_for_reads() -> Path | None:
+    """The SQLite file the settings name, worked out without pydantic (for the quick
+    `cert list`): the flags, else CERTPILOT_DATABASE_URL / CERTPILOT_DATA_DIR, else the
+    default. None when the database is not a SQLite file, or a setting is one this
+    shortcut does not read exactly as `Settings` would (then `load_settings` decides)."""
+    env = {k.upper(): v for k, v in os.environ.items() if k.upper() in ("CERTPILOT_DATA_DIR", "CERTPILOT_DATABASE_URL")}
+    if any(not value.strip() for value in env.values()):
+        return None
+    url = _overrides.get("database_url") or env.get("CERTPILOT_DATABASE_URL")
+    if url is None:
+        return Path(_overrides.get("data_dir") or env.get("CERTPILOT_DATA_DIR") or "./certpilot-data") / "certpilot.db"
+    if url.startswith("sqlite:///") and "?" not in url and len(url) > len("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
 def open_app() -> App:
+    from certpilot.services.app import App
+
     return App(load_settings())
 
 

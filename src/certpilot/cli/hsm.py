@@ -5,12 +5,12 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, read_secret_file, settings_flags
+from certpilot.cli.context import lazy_module, local_actor, open_app, read_secret_file, settings_flags
 from certpilot.cli.output import print_fields, print_json, print_table, say
 from certpilot.domain.errors import InvalidInput
-from certpilot.services import hsm as service
-from certpilot.services.app import local_actor
 from certpilot.services.views import hsm_group_view
+
+service = lazy_module("certpilot.services.hsm")
 
 app = typer.Typer(help="HSM groups: PKCS#11 tokens that hold certificate keys.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only.")]

@@ -1,18 +1,30 @@
 """`certpilot`: the root command, setup commands and error handling."""
 
+from __future__ import annotations
+
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from certpilot.cli import certs, hsm, profiles, scripts, users
-from certpilot.cli.context import DatabaseUrlOption, DataDirOption, load_settings, open_app, remember_overrides, reset_overrides, settings_flags
+from certpilot.cli.context import (
+    DatabaseUrlOption,
+    DataDirOption,
+    load_settings,
+    local_actor,
+    open_app,
+    remember_overrides,
+    reset_overrides,
+    settings_flags,
+)
 from certpilot.cli.output import error, say
 from certpilot.cli.usage import CertpilotGroup
 from certpilot.domain.errors import CertpilotError, InvalidInput
-from certpilot.services.app import App, local_actor
+
+if TYPE_CHECKING:
+    from certpilot.services.app import App
 
 app = typer.Typer(
     name="certpilot",
@@ -55,6 +67,8 @@ def init(demo: Annotated[bool, typer.Option("--demo", help="Add a local demo CA 
 @settings_flags
 def db_upgrade() -> None:
     """Apply the database migrations."""
+    from certpilot.services.app import App
+
     settings = load_settings()
     ctx = App(settings, check_schema=False)
     try:
@@ -145,13 +159,21 @@ def configure_logging() -> None:
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])  # one record, one line: see log_format
 
+def is_database_error(exc: BaseException) -> bool:
+    """A SQLAlchemy error (only a command that imported SQLAlchemy can raise one)."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.SQLAlchemyError)
+
+
 def run() -> None:
     try:
         app()
     except CertpilotError as exc:
         error(str(exc))
         sys.exit(1)
-    except SQLAlchemyError as exc:
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
         error(f"database error: {getattr(exc, 'orig', None) or exc}")
         sys.exit(1)
     except KeyboardInterrupt:

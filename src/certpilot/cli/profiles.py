@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.context import lazy_module, local_actor, open_app, settings_flags
 from certpilot.cli.output import print_fields, print_json, print_table, say
 from certpilot.domain.errors import InvalidInput
 from certpilot.domain.model import (
@@ -16,9 +16,9 @@ from certpilot.domain.model import (
     NotifySettings,
     ProfileParam,
 )
-from certpilot.services import profiles as service
-from certpilot.services.app import local_actor
 from certpilot.services.views import profile_view
+
+service = lazy_module("certpilot.services.profiles")
 
 app = typer.Typer(help="Certificate management profiles: a script and the parameters passed to it.",
                   no_args_is_help=True)

@@ -5,13 +5,13 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, settings_flags
+from certpilot.cli.context import lazy_module, local_actor, open_app, settings_flags
 from certpilot.cli.output import print_fields, print_json, print_table, say
 from certpilot.domain.errors import InvalidInput
 from certpilot.domain.model import DEFAULT_SCRIPT_TIMEOUT_S
-from certpilot.services import scripts as service
-from certpilot.services.app import local_actor
 from certpilot.services.views import script_view, timestamp
+
+service = lazy_module("certpilot.services.scripts")
 
 app = typer.Typer(help="Issuer scripts: Python files defining certificate_request(csr, common_name, args_dict).",
                   no_args_is_help=True)

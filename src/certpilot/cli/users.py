@@ -5,11 +5,11 @@ from typing import Annotated
 
 import typer
 
-from certpilot.cli.context import open_app, read_secret_file, settings_flags
+from certpilot.cli.context import lazy_module, local_actor, open_app, read_secret_file, settings_flags
 from certpilot.cli.output import print_json, print_table, say
-from certpilot.services import users as service
-from certpilot.services.app import local_actor
 from certpilot.services.views import timestamp, token_view
+
+service = lazy_module("certpilot.services.users")
 
 user_app = typer.Typer(help="Users and their roles (admin, operator, viewer).", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (sent as Authorization: Bearer).", no_args_is_help=True)
