@@ -141,3 +141,27 @@ def test_failures_carry_the_servers_words_and_never_the_tsig_secret(app: App, pe
                           + [str(e.details) for n in ("bad1", "deaf1") for e in certificate_events(app, n)])
     assert wrong_secret not in everything and named.tsig_secret not in everything
     assert any(e.kind == EventKind.CERT_ISSUE_FAILED.value for e in certificate_events(app, "bad1"))
+
+
+@pytest.fixture(scope="module")
+def pebble_eab(tmp_path_factory: pytest.TempPathFactory, named: Named) -> Iterator[Pebble]:
+    server = Pebble.start(tmp_path_factory.mktemp("pebble-eab"), named, eab=True)
+    yield server
+    server.stop()
+
+
+def test_external_account_binding(app: App, pebble_eab: Pebble) -> None:
+    ((kid, hmac_key),) = pebble_eab.eab_keys.items()
+    _profile(app, pebble_eab, "bound", http_port=str(pebble_eab.http_port), eab_kid=kid, eab_hmac_key=hmac_key)
+    _profile(app, pebble_eab, "unbound", http_port=str(pebble_eab.http_port))
+    _request(app, "eab1", "bound", "eab1.example.test")
+    _request(app, "eab2", "unbound", "eab2.example.test")
+
+    bound = issuance.attempt(app, "eab1", actor=ACTOR)
+    unbound = issuance.attempt(app, "eab2", actor=ACTOR)
+
+    assert issuance.is_success(bound), bound.error
+    assert unbound.outcome is Outcome.FAILED
+    assert "externalAccountRequired" in (unbound.error or ""), unbound.error
+    everything = " ".join(str(a.output) + str(a.error) for n in ("eab1", "eab2") for a in list_attempts(app, n))
+    assert hmac_key not in everything

@@ -23,11 +23,13 @@ Profile parameters (args_dict):
 """
 
 import datetime
+import hashlib
 import http.server
 import json
 import os
 import tempfile
 import threading
+import time
 
 import josepy as jose
 from acme import challenges, client, errors, messages
@@ -56,11 +58,19 @@ def _verify(args_dict):
     if not bundle:
         return True
     if bundle.startswith("-----BEGIN"):
-        fd, path = tempfile.mkstemp(suffix=".pem")  # in this call's own temporary directory
-        with os.fdopen(fd, "w") as f:
-            f.write(bundle + "\n")
+        # beside the calls' own directories, in the host's, which lives as long as the cached client
+        host_dir = os.path.dirname(os.path.abspath(tempfile.gettempdir()))
+        path = os.path.join(host_dir, "acme-ca-" + hashlib.sha256(bundle.encode()).hexdigest()[:16] + ".pem")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(bundle + "\n")
         return path
     return bundle
+
+
+# One client per directory, account key and trust in this warm script host: the TLS
+# connection, the directory and the nonces serve the next call of the profile too.
+_CLIENTS = {}
 
 
 def _client(args_dict, state):
@@ -68,12 +78,17 @@ def _client(args_dict, state):
     if not url:
         raise ValueError("profile parameter 'directory_url' (the ACME server's directory) is missing")
     key = _account_key(state)
+    account_slot = "acme_account_url " + url
+    cache_key = (url, state[ACCOUNT_KEY], args_dict.get("ca_bundle") or "", state.get(account_slot))
+    if cache_key in _CLIENTS:
+        return _CLIENTS[cache_key]
     net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=_verify(args_dict), user_agent=USER_AGENT)
     directory = client.ClientV2.get_directory(url, net)
     acme = client.ClientV2(directory, net)
-    account_slot = "acme_account_url " + url
     if account_slot in state:
         net.account = messages.RegistrationResource(uri=state[account_slot], body=messages.Registration())
+        _CLIENTS.clear()  # one profile per host: keep only the latest
+        _CLIENTS[cache_key] = (acme, key)
         return acme, key
     email = args_dict.get("email") or None
     eab = None
@@ -143,7 +158,8 @@ class _Http01:
             handler = type("Tokens", (_Tokens,), {"tokens": dict(self.tokens)})
             http.server.ThreadingHTTPServer.allow_reuse_address = True
             self.server = http.server.ThreadingHTTPServer(("", self.port), handler)
-            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            # a short poll interval: shutdown() waits for it, once per call
+            threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
     def clean_up(self):
         if self.server is not None:
@@ -252,6 +268,58 @@ def _deadline(args_dict):
     return datetime.datetime.now() + datetime.timedelta(seconds=int(args_dict.get("wait_s") or 60))
 
 
+FIRST_POLL_S = 0.01  # the library's polls sleep a whole second first: a fast CA answers in milliseconds
+LONGEST_POLL_S = 2.0
+
+
+def _sleep(delay, deadline):
+    if datetime.datetime.now() + datetime.timedelta(seconds=delay) > deadline:
+        raise errors.TimeoutError()
+    time.sleep(delay)
+    return min(delay * 2, LONGEST_POLL_S)
+
+
+def _poll_authorizations(acme, orderr, deadline):
+    """Wait for each authorization to leave `pending`, polling soon and then less often;
+    raises `errors.ValidationError` with the failed ones (they carry the CA's words)."""
+    done = []
+    for url in orderr.body.authorizations:
+        delay = FIRST_POLL_S
+        while True:
+            authzr = acme._authzr_from_response(acme._post_as_get(url), uri=url)
+            if authzr.body.status != messages.STATUS_PENDING:
+                done.append(authzr)
+                break
+            delay = _sleep(delay, deadline)
+    failed = [a for a in done if a.body.status != messages.STATUS_VALID]
+    if failed:
+        raise errors.ValidationError(failed)
+    return orderr.update(authorizations=done)
+
+
+def _finish(acme, orderr, deadline, finalize):
+    """Finalize (when asked) and wait for the certificate; the full chain as PEM."""
+    if finalize:
+        try:
+            orderr = acme.begin_finalization(orderr)
+        except messages.Error as exc:
+            if exc.code != "orderNotReady":
+                raise
+    delay = FIRST_POLL_S
+    while True:
+        body = orderr.body
+        if body.status == messages.STATUS_INVALID:
+            if body.error is not None:
+                raise errors.IssuanceError(body.error)
+            raise errors.Error("the order is invalid; the server gave no reason")
+        if body.status == messages.STATUS_VALID and body.certificate is not None:
+            return acme._post_as_get(body.certificate).text
+        if body.status == messages.STATUS_READY:  # validated meanwhile (orderNotReady before)
+            orderr = acme.begin_finalization(orderr)
+        delay = _sleep(delay, deadline)
+        orderr = orderr.update(body=messages.Order.from_json(acme._post_as_get(orderr.uri).json()))
+
+
 def _pending(orderr):
     print("the ACME server is still processing order", orderr.uri)
     raise Pending(retry_after_s=60, cookie=json.dumps({"order": orderr.uri, "csr": orderr.csr_pem.decode()}))
@@ -280,16 +348,15 @@ def certificate_request(csr, common_name, args_dict, context):
         for challb, response in answers:
             acme.answer_challenge(challb, response)
         deadline = _deadline(args_dict)
-        orderr = acme.poll_authorizations(orderr, deadline)
+        orderr = _poll_authorizations(acme, orderr, deadline)
         try:
-            orderr = acme.finalize_order(orderr, deadline)
+            return _finish(acme, orderr, deadline, finalize=True)
         except errors.TimeoutError:
-            _pending(orderr)
+            _pending(orderr)  # validated and finalized: the CA is still processing the order
     except (errors.Error, messages.Error) as exc:
         raise RuntimeError(_problem(exc)) from None
     finally:
         solver.clean_up()
-    return orderr.fullchain_pem
 
 
 def certificate_poll(cookie, args_dict, context):
@@ -298,7 +365,7 @@ def certificate_poll(cookie, args_dict, context):
     orderr = messages.OrderResource(uri=held["order"], csr_pem=held["csr"].encode(),
                                     body=messages.Order.from_json(acme._post_as_get(held["order"]).json()))
     try:
-        return acme.poll_finalization(orderr, _deadline(args_dict)).fullchain_pem
+        return _finish(acme, orderr, _deadline(args_dict), finalize=False)
     except errors.TimeoutError:
         _pending(orderr)
     except (errors.Error, messages.Error) as exc:
