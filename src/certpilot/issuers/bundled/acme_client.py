@@ -19,7 +19,8 @@ Profile parameters (args_dict):
     ca_bundle       path, or PEM text, of the CA to trust for the ACME server's TLS
     eab_kid, eab_hmac_key (sensitive)   external account binding
     acme_profile    the certificate profile to ask for, where the server offers profiles
-    wait_s          how long one call waits for validation and issuance (default 60)
+    wait_s          how long one call waits for validation and issuance (default 40: within the
+                    script's default 60-s timeout; give the script a longer --timeout for more)
 """
 
 import datetime
@@ -265,7 +266,7 @@ def _problem(exc):
 
 
 def _deadline(args_dict):
-    return datetime.datetime.now() + datetime.timedelta(seconds=int(args_dict.get("wait_s") or 60))
+    return datetime.datetime.now() + datetime.timedelta(seconds=int(args_dict.get("wait_s") or 40))
 
 
 FIRST_POLL_S = 0.01  # the library's polls sleep a whole second first: a fast CA answers in milliseconds
