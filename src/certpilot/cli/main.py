@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="certpilot",
     cls=CertpilotGroup,
+    # plain help and usage errors, as other command-line tools print them (and without importing Rich)
+    rich_markup_mode=None,
     help="Obtain CA-signed certificates through issuer scripts and keep them renewed.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
