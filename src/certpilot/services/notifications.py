@@ -188,6 +188,9 @@ def deliver_due(app: App, *, owner: str, limit: int = BATCH) -> int:
     delivered. Exactly one delivery per event and channel across workers: a row is sent
     only by its lease holder, and marked in the transaction after the send."""
     now = app.clock.now()
+    with app.db.read() as session:  # most passes find nothing: no write lock for that
+        if not outbox.is_any_due(session, now):
+            return 0
     with app.db.transaction() as session:
         claimed = outbox.claim_due(session, owner=owner, now=now,
                                    lease_until=now + dt.timedelta(seconds=LEASE_S), limit=limit)
@@ -234,6 +237,9 @@ def record_overdue_deferrals(app: App, *, actor: str) -> int:
     """A CERT_DEFERRAL_OVERDUE event (and so a notification) for each deferral that has waited
     more than a day, once per deferral. Returns how many were recorded."""
     now = app.clock.now()
+    with app.db.read() as session:  # usually none: no write lock for that
+        if not outbox.overdue_deferrals(session, older_than=now - DEFERRAL_NOTICE_AFTER, lock=False):
+            return 0
     with app.db.transaction() as session:
         overdue = outbox.overdue_deferrals(session, older_than=now - DEFERRAL_NOTICE_AFTER)
         for name, since in overdue:

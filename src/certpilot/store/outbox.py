@@ -119,6 +119,14 @@ def mark_dropped(session: Session, notification_id: int, *, owner: str, error: s
     return True
 
 
+def is_any_due(session: Session, now: dt.datetime) -> bool:
+    """Whether some notification waits for delivery now (whoever holds it)."""
+    n = NotificationRow
+    return session.scalar(
+        select(n.id).where(n.delivered_at.is_(None), n.dropped_at.is_(None), n.next_attempt_at <= now).limit(1)
+    ) is not None
+
+
 def earliest_due(session: Session) -> dt.datetime | None:
     n = NotificationRow
     return session.scalar(select(func.min(n.next_attempt_at)).where(n.delivered_at.is_(None), n.dropped_at.is_(None)))
@@ -153,7 +161,7 @@ def list_notifications(session: Session, limit: int = 200) -> list[NotificationF
     return [NotificationFact(*row) for row in rows]
 
 
-def overdue_deferrals(session: Session, *, older_than: dt.datetime) -> list[tuple[str, dt.datetime]]:
+def overdue_deferrals(session: Session, *, older_than: dt.datetime, lock: bool = True) -> list[tuple[str, dt.datetime]]:
     """(certificate, deferred_since) of deferrals waiting since before `older_than` with no
     CERT_DEFERRAL_OVERDUE recorded since they began; their status rows stay locked until
     the caller commits (PostgreSQL: other workers skip them), so one event is recorded."""
@@ -166,6 +174,6 @@ def overdue_deferrals(session: Session, *, older_than: dt.datetime) -> list[tupl
              .join(st, st.certificate_id == CertificateRow.id)
              .where(st.deferred_since.is_not(None), st.deferred_since <= older_than, ~recorded)
              .limit(100))
-    if session.get_bind().dialect.name == "postgresql":
+    if lock and session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=st)
     return [(name, since) for name, since in session.execute(query)]
