@@ -30,7 +30,7 @@ CERT_KEYS = {"name", "spec", "status"}
 SPEC_KEYS = {"profile", "subject", "subject_alt_names", "key", "hsm_group", "dynamic_params"}
 STATUS_KEYS = {
     "phase", "revision", "serial", "not_before", "not_after", "fingerprint_sha256", "expiry_status",
-    "renew_at", "next_action_at", "failures", "last_error",
+    "renew_at", "next_action_at", "failures", "last_error", "deployed_revision", "deploy_error", "awaiting_ca",
 }
 TIMESTAMP_KEYS = ("not_before", "not_after", "renew_at", "next_action_at")
 REVISION_KEYS = {"revision", "serial", "not_before", "not_after", "fingerprint_sha256", "public_key_sha256"}
