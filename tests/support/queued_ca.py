@@ -4,7 +4,8 @@
 test counts them) and raises `Pending(retry_after_s, cookie=<id>)`;
 `certificate_poll(cookie, ...)` appends the cookie to `<queue_dir>/polls.log`, then
 issues (signs with the test CA, the bundled local-CA logic) once `<id>.approved`
-exists, raises when `<id>.rejected` exists, and raises `Pending` again otherwise.
+exists, raises when `<id>.rejected` exists, hangs while `<queue_dir>/hang` exists, and
+raises `Pending` again otherwise.
 The queue directory must be granted to the script (`allow_write`).
 """
 
@@ -35,6 +36,9 @@ def certificate_poll(cookie, args_dict, context=None):
     queue = args_dict["queue_dir"]
     with open(_os.path.join(queue, "polls.log"), "a") as f:
         f.write(cookie + "\\n")
+    if _os.path.exists(_os.path.join(queue, "hang")):  # the CA does not answer: the call's timeout ends it
+        import time as _time
+        _time.sleep(3600)
     if _os.path.exists(_os.path.join(queue, cookie + ".rejected")):
         raise RuntimeError("the approver rejected request " + cookie)
     if not _os.path.exists(_os.path.join(queue, cookie + ".approved")):

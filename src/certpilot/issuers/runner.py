@@ -112,7 +112,9 @@ class Pending(_Outcome):
 @dataclass(frozen=True)
 class Failed(_Outcome):
     """The call failed: the script's own words, or what the runner saw. `timed_out`: killed
-    at the timeout; `returned_other`: the script returned something not text (check 1)."""
+    at the timeout; `returned_other`: the script returned something not text (check 1);
+    `host_lost`: the call never finished in the script (killed at its timeout, its host
+    died, or no host could be started), so the script's answer is unknown."""
 
     error: str
     output: str = ""
@@ -120,6 +122,7 @@ class Failed(_Outcome):
     timed_out: bool = False
     returned_other: bool = False
     state_changes: StateChanges | None = None
+    host_lost: bool = False
 
 
 ScriptResult = Issued | Pending | Failed
@@ -379,7 +382,7 @@ class ScriptRunner:
             try:
                 host = self._take(key)
             except HostFailed as exc:
-                return Failed(f"the script worker failed: {exc}", duration_s=monotonic_s() - started)
+                return Failed(f"the script worker failed: {exc}", duration_s=monotonic_s() - started, host_lost=True)
             request = CallRequest(
                 timeout_s=call.timeout_s, csr=call.csr_pem, common_name=call.common_name, args=dict(call.args),
                 secrets=list(call.secrets), context=dict(call.context),
@@ -513,7 +516,8 @@ def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stde
     changes = StateChanges.from_message(reply.state_changes) if reply is not None else None
 
     def failed(message: str, timed_out: bool = False) -> ScriptResult:
-        return Failed(scrub(message, secrets), output, duration_s, timed_out=timed_out, state_changes=changes)
+        return Failed(scrub(message, secrets), output, duration_s, timed_out=timed_out, state_changes=changes,
+                      host_lost=reply is None)
 
     if reply is None:  # the host is gone: killed at the deadline, or the script ended it
         if death.get("timed_out"):

@@ -205,10 +205,14 @@ def _run(app: App, job: _Job, attempt_id: int, owner: str, actor: str) -> Attemp
         result = Failed(f"the script runner failed: {exc}")
     if isinstance(result, Pending):
         return _record_deferral(app, job, attempt_id, result, actor, owner)
+    # a poll that never got the script's answer (timeout, crash) keeps the request: the CA
+    # still holds it, and a fresh submission would be a second one
+    keep_deferral = polling and isinstance(result, Failed) and result.host_lost
     try:
         issued = _checked(result, key, job, app.clock.now())
     except IssuerFailed as failure:
-        return _record_failure(app, job, attempt_id, failure, result, secrets, actor, owner)
+        return _record_failure(app, job, attempt_id, failure, result, secrets, actor, owner,
+                               keep_deferral=keep_deferral)
     return _record_success(app, job, attempt_id, key, issued, result, actor, owner)
 
 
@@ -299,7 +303,7 @@ def _record_success(
 
 def _record_failure(
     app: App, job: _Job, attempt_id: int, failure: IssuerFailed, result: ScriptResult,
-    secrets: tuple[str, ...], actor: str, owner: str,
+    secrets: tuple[str, ...], actor: str, owner: str, *, keep_deferral: bool = False,
 ) -> AttemptReport:
     name = job.certificate.name
     now = app.clock.now()
@@ -312,13 +316,15 @@ def _record_failure(
         note = _save_state(app, session, job, result, now)
         failures = attempts.finish_attempt_failed(
             session, name, attempt_id=attempt_id, outcome=outcome, error=error,
-            output=_with_note(result.output, note), now=now, retry_at=retry_at,
+            output=_with_note(result.output, note), now=now, retry_at=retry_at, keep_deferral=keep_deferral,
         )
         first = job.certificate.status.revision is None
         details: dict[str, object] = {"outcome": outcome.value, "error": error, "failures": failures,
                                       "next_attempt_at": retry_at.isoformat()}
-        if job.deferral is not None:  # the poll's outcome: the deferral ends, the next try submits afresh
-            details |= {"during": "poll", "deferred_since": job.deferral.since.isoformat()}
+        if job.deferral is not None:  # the poll's outcome: the deferral ends (the next try submits
+            # afresh), or, when the poll never got the script's answer, is polled again after the backoff
+            details |= {"during": "poll", "deferred_since": job.deferral.since.isoformat(),
+                        "deferral": "kept" if keep_deferral else "ended"}
         record_event(
             session, at=now, actor=actor,
             kind=EventKind.CERT_ISSUE_FAILED if first else EventKind.CERT_RENEW_FAILED,

@@ -132,9 +132,11 @@ def finish_attempt_failed(
     output: str | None,
     now: dt.datetime,
     retry_at: dt.datetime,
+    keep_deferral: bool = False,
 ) -> int:
-    """Record a failed attempt; the served revision is left as it is. Returns the failure count."""
-    st = _mark_failed(session, name, error=error, now=now, retry_at=retry_at)
+    """Record a failed attempt; the served revision is left as it is. With `keep_deferral`
+    the request the CA holds is kept and polled again at `retry_at`. Returns the failure count."""
+    st = _mark_failed(session, name, error=error, now=now, retry_at=retry_at, keep_deferral=keep_deferral)
     attempt = session.get(AttemptRow, attempt_id)
     assert attempt is not None
     _finish(attempt, outcome, now, error, output)
@@ -143,13 +145,17 @@ def finish_attempt_failed(
 
 
 def _mark_failed(session: Session, name: str, *, error: str, now: dt.datetime,
-                 retry_at: dt.datetime) -> CertificateStatusRow:
+                 retry_at: dt.datetime, keep_deferral: bool = False) -> CertificateStatusRow:
     row = _row(session, name, for_update=True)
     st = row.status
     st.failures += 1
     st.last_error = error
     st.renewal_requested = False
     st.retry_at = retry_at
+    if keep_deferral and st.deferred_since is not None:
+        st.deferred_poll_at = retry_at
+        st.phase = Phase.DEFERRED.value
+        return st
     clear_deferral(st)  # a failed poll or submission ends the deferral: the next try submits afresh
     if st.current_revision_id is None:
         st.phase = Phase.FAILED.value

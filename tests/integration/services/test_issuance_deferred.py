@@ -220,3 +220,37 @@ def test_pending_from_a_script_without_certificate_poll_fails_clearly(
     assert report.outcome is Outcome.FAILED
     assert "defines no certificate_poll" in (report.error or "")
     assert get_certificate(app, "np").status.deferred_since is None
+
+
+def test_a_poll_that_never_answers_keeps_the_request_and_polls_it_again(
+    deferring_app: App, queue: Path, clock: StepClock, test_ca: LocalCA
+) -> None:
+    app = deferring_app
+    add_script(app, "queued-ca-short", queued_ca_source(), timeout_s=2, actor=ACTOR)
+    create_profile(app, "short-polls", script="queued-ca-short", actor=ACTOR, allow_write=[str(queue)], params=[
+        ProfileParam("ca_cert", test_ca.cert_path.read_text()),
+        ProfileParam("ca_key", test_ca.key_path.read_text(), sensitive=True),
+        ProfileParam("ca_key_password", test_ca.password, sensitive=True),
+        ProfileParam("queue_dir", str(queue)),
+    ])
+    request_certificate(app, "web5", profile="short-polls", subject=make_subject("web5.example.test"), actor=ACTOR)
+    issuance.attempt(app, "web5", actor=ACTOR)
+    (csr_file,) = submissions(queue)
+    (queue / "hang").touch()
+
+    report = issuance.attempt(app, "web5", actor=ACTOR)  # killed at its 2-s timeout
+
+    assert report.outcome is Outcome.TIMEOUT
+    status = get_certificate(app, "web5").status
+    assert status.phase is Phase.DEFERRED and status.deferred_since is not None, "the request is kept"
+    assert status.failures == 1 and status.next_poll_at == status.next_action_at
+    assert status.next_poll_at is not None and status.next_poll_at > clock.now(), "polled again after a backoff"
+    (failed,) = _events(app, "web5", EventKind.CERT_ISSUE_FAILED)
+    assert failed["deferral"] == "kept"
+
+    (queue / "hang").unlink()
+    approve(queue, csr_file.stem)
+    clock.instant = status.next_poll_at
+    assert issuance.is_success(issuance.attempt(app, "web5", actor=ACTOR))
+    assert submissions(queue) == [csr_file], "still one submission"
+    assert polls(queue) == [csr_file.stem, csr_file.stem]
