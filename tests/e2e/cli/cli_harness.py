@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
+from tests.support.processes import certpilot_executable  # noqa: F401 - re-exported
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_ISSUER = REPO_ROOT / "examples" / "issuers" / "local_ca.py"
@@ -28,14 +28,7 @@ CALL_TIMEOUT_S = 180
 SETTINGS_VIA = ("env", "subcommand-flags", "root-flags", "defaults")
 
 
-def certpilot_executable() -> str:
-    candidate = Path(sys.prefix) / "bin" / "certpilot"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("certpilot", path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.fail("the certpilot console script is not installed next to this Python")
-    return found
+# certpilot_executable: one copy for every suite (tests/support/processes.py), re-exported here
 
 
 @dataclass(frozen=True)

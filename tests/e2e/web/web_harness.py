@@ -12,9 +12,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
+from tests.support.processes import certpilot_executable, free_port  # noqa: F401 - re-exported
 from tests.support.script_access import share_with_scripts
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -52,20 +51,7 @@ VIEWER_PASSWORD = "viewer-password-123"
 SESSION_COOKIE = "certpilot_session"
 
 
-def certpilot_executable() -> str:
-    candidate = Path(sys.prefix) / "bin" / "certpilot"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("certpilot", path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.fail("the certpilot console script is not installed next to this Python")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# certpilot_executable and free_port: one copy for every suite (tests/support/processes.py), re-exported here
 
 
 def clean_env(data_dir: Path) -> dict[str, str]:

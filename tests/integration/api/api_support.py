@@ -11,9 +11,7 @@ import datetime as dt
 import hashlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from certpilot.config import Settings
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.setup import bundled_local_ca_source
+from tests.support.processes import certpilot_argv, free_port, settings_env  # noqa: F401 - re-exported
 
 ACTOR = "test:api"
 PASSWORD = "a-long-password-123"
@@ -155,25 +154,11 @@ def certificate_body(name: str, profile: str = "corp", *, cn: str | None = None,
 # --- a real server -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def certpilot_argv() -> list[str]:
-    script = Path(sys.executable).with_name("certpilot")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "certpilot"]
+# certpilot_argv and free_port: one copy for every suite (tests/support/processes.py), re-exported here
 
 
 def server_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
-    env.update(
-        CERTPILOT_DATA_DIR=str(settings.data_dir),
-        CERTPILOT_DATABASE_URL=settings.effective_database_url,
-        CERTPILOT_RECONCILE_INTERVAL_S="1",
-    )
-    return env
+    return settings_env(settings)
 
 
 def descendants(pid: int) -> set[int]:

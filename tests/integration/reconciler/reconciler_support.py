@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 import textwrap
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
 from certpilot.services.setup import bundled_local_ca_source
 from certpilot.store.tables import AttemptRow, CertificateRow, CertificateStatusRow, RevisionRow
+from tests.support.processes import certpilot_argv, settings_env  # noqa: F401 - re-exported
 
 ACTOR = "test:reconciler"
 T = TypeVar("T")
@@ -256,20 +256,11 @@ def wait_for(
 # --- worker processes ----------------------------------------------------------------
 
 
-def certpilot_argv() -> list[str]:
-    script = Path(sys.executable).with_name("certpilot")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "certpilot"]
+# certpilot_argv: one copy for every suite (tests/support/processes.py), re-exported here
 
 
 def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
-    env.update(
-        CERTPILOT_DATA_DIR=str(settings.data_dir),
-        CERTPILOT_DATABASE_URL=settings.effective_database_url,
-        CERTPILOT_RECONCILE_INTERVAL_S="1",
-    )
-    env.update(overrides)
-    return env
+    return settings_env(settings, **overrides)
 
 
 def _children(pid: int) -> list[int]:
