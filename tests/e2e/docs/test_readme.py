@@ -118,6 +118,16 @@ def shell_blocks() -> list[Block]:
     return blocks
 
 
+# What the README points at that a test must not touch: system directories, a real
+# service's reload, a webhook on the internet. Each is replaced by its stand-in here;
+# `test_the_walkthrough_reaches_nothing_outside_this_machine` fails for any new one.
+STAND_INS = {
+    "/etc/certpilot/live": "$PWD/deployed",
+    "/usr/sbin/nginx -s reload": "/bin/true",
+    "https://hooks.slack.com/services/T000/B000/XXXX": "http://127.0.0.1:9/webhook",  # discard port: refused
+}
+
+
 def runnable(block: Block, *, port: int, admin_password: str) -> str:
     lines = []
     for line in block.script.splitlines():
@@ -125,7 +135,24 @@ def runnable(block: Block, *, port: int, admin_password: str) -> str:
             continue
         lines.append(line)
     script = "\n".join(lines)
+    for original, stand_in in STAND_INS.items():
+        script = script.replace(original, stand_in)
     return script.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("'PASSWORD'", f"'{admin_password}'")
+
+
+def test_the_walkthrough_reaches_nothing_outside_this_machine() -> None:
+    """Every URL the walkthrough runs is on loopback, and it writes nowhere under /etc
+    or /usr: a README block that would is given a stand-in in STAND_INS first."""
+    for block in shell_blocks():
+        script = runnable(block, port=8080, admin_password="x")
+        commands = "\n".join(line.split(" #")[0] for line in script.splitlines())  # comments may name anything
+        urls = re.findall(r"\b[a-z][a-z0-9+.-]*://[^\s'\"]+", commands)
+        outside = [u for u in urls if not re.match(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", u)
+                   and not u.startswith(("sqlite:", "postgresql"))]
+        assert outside == [], f"README block under '{block.heading}' would reach {outside}: add a stand-in"
+        system = re.findall(r"(?<![\w.$])/(?:etc|usr|var|srv|opt)/[^\s'\"]*", commands)
+        allowed = ("/usr/lib/softhsm/libsofthsm2.so", "/bin/true")
+        assert [p for p in system if p not in allowed] == [], f"README block under '{block.heading}' touches {system}"
 
 
 def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
