@@ -57,6 +57,7 @@ MINIMUM_ROLE: dict[tuple[str, str], Role] = {
     ("GET", "/api/v1/profiles/{name}"): VIEWER,
     ("PUT", "/api/v1/profiles/{name}"): ADMIN,
     ("DELETE", "/api/v1/profiles/{name}"): ADMIN,
+    ("GET", "/api/v1/profiles/{name}/state"): ADMIN,  # key names only, but they describe the CA account
     ("GET", "/api/v1/certificates"): VIEWER,
     ("POST", "/api/v1/certificates"): OPERATOR,
     ("GET", "/api/v1/certificates/{name}"): VIEWER,
@@ -227,6 +228,7 @@ def calls(client: TestClient, tokens: RoleTokens, test_ca: LocalCA, api_app: App
         ("GET", "/api/v1/profiles/{name}"): Call("/api/v1/profiles/corp"),
         ("PUT", "/api/v1/profiles/{name}"): Call("/api/v1/profiles/corp", read("/api/v1/profiles/corp")),
         ("DELETE", "/api/v1/profiles/{name}"): Call("/api/v1/profiles/spare-profile"),
+        ("GET", "/api/v1/profiles/{name}/state"): Call("/api/v1/profiles/corp/state"),
         ("GET", "/api/v1/certificates"): Call("/api/v1/certificates"),
         ("POST", "/api/v1/certificates"): Call("/api/v1/certificates", lambda: certificate_body("new-cert")),
         ("GET", "/api/v1/certificates/{name}"): Call(cert),
