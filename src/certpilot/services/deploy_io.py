@@ -1,10 +1,11 @@
 """The I/O of a deployment: the files written into DIR/<certificate>/ and the deploy
 command run after them (see `services.deployment` for the whole story).
 
-Files: each written to a temporary file created O_CREAT|O_EXCL|O_NOFOLLOW in its
-directory, fsynced, renamed over the old one; the directories walked from `/` one
-component at a time with O_NOFOLLOW, so a symlink anywhere on the way (or at a file's
-own path) is refused, never followed. Command: argv from `shlex.split`, no shell, an
+Files: written into a new directory beside DIR/<certificate>/ (each created
+O_CREAT|O_EXCL|O_NOFOLLOW, fsynced) that is then swapped with the old one in one
+renameat2(RENAME_EXCHANGE), so a reader sees the old set or the new one, never a mix;
+the directories walked from `/` one component at a time with O_NOFOLLOW, so a symlink
+anywhere on the way (or at a file's own path) is refused, never followed. Command: argv from `shlex.split`, no shell, an
 explicit environment, a timeout that kills its process group, the output's tail
 bounded and scrubbed.
 """
@@ -101,59 +102,183 @@ def _refusal(dir_fd: int, part: str, walked: str, exc: OSError) -> str:
     return f"cannot open {walked}: {exc.strerror}"
 
 
+_KNOWN_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "key.pem", "key.pkcs11-uri")
+_STAGING_MARK = ".new-"  # `.NAME.new-XXXX` beside NAME: a deployment being written (or one a crash left)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def _renameat2(dir_fd: int, old: str, new: str, flags: int) -> None:
+    """renameat2(2) within one directory; OSError as os.rename raises it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), new)
+
+
+def _remove_entry(dir_fd: int, entry: str) -> None:
+    """Remove `entry` of the directory `dir_fd` and, if it is a directory, the plain
+    entries in it; never following a symlink (unlink removes the link itself)."""
+    try:
+        st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(entry, dir_fd=dir_fd)
+        return
+    fd = os.open(entry, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        for child in os.listdir(fd):
+            if not stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(entry, dir_fd=dir_fd)
+
+
+def _copy_regular(src_fd: int, dst_fd: int, filename: str) -> None:
+    """Copy a regular file (mode and owner kept) between two open directories, never through a link."""
+    src = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            return
+        dst = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      stat.S_IMODE(st.st_mode), dir_fd=dst_fd)
+        try:
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))
+            try:
+                os.fchown(dst, st.st_uid, st.st_gid)
+            except PermissionError:
+                pass
+            while chunk := os.read(src, 1 << 16):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view):]
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
 def write_files(root: str, name: str, material: Material, owner: tuple[int, int] | None) -> str:
-    """Replace the files in `root/name/` (made when missing) atomically, one by one.
-    Returns that directory. Raises DeployError (nothing is left half-written)."""
+    """Replace `root/name/` with a directory holding the new files, in one step.
+
+    The files are written into a new directory beside it (`.NAME.new-XXXX`, each file
+    O_CREAT|O_EXCL|O_NOFOLLOW, fsynced), then that directory and `root/name` are swapped
+    with renameat2(RENAME_EXCHANGE): at every moment `root/name/` holds either the old
+    set or the new one, never a new certificate beside an old key. Files of the
+    operator's own in `root/name/` are carried over. A symlink or other non-file at a
+    certificate file's path, or at `root/name` itself, is refused before anything is
+    replaced. Where the file system cannot exchange (EINVAL), the files are renamed into
+    place one by one. Returns the directory; raises DeployError (nothing half-written).
+    """
     directory = f"{root.rstrip('/')}/{name}"
     root_fd = _open_dir(root)
+    staging = f".{name}{_STAGING_MARK}{secrets.token_hex(6)}"
     try:
-        os.close(_open_dir(directory, create_last=True))  # the walk again: `name` may not be a planted link
-        dir_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+        for entry in os.listdir(root_fd):  # what a crashed deployment left
+            if entry.startswith(f".{name}{_STAGING_MARK}"):
+                try:
+                    _remove_entry(root_fd, entry)
+                except OSError:
+                    pass  # a directory of the operator's inside: left for them
+        current_fd = _current_dir(root_fd, name, directory)
+        try:
+            os.mkdir(staging, DIR_MODE, dir_fd=root_fd)
+            new_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
+            try:
+                os.fchmod(new_fd, DIR_MODE)
+                if owner is not None:
+                    os.fchown(new_fd, *owner)
+                for filename, data, mode in material.files():
+                    _write_new(new_fd, filename, data, mode, owner)
+                if current_fd is not None:
+                    own = {filename for filename, _, _ in material.files()}
+                    for entry in os.listdir(current_fd):
+                        if entry not in own and entry not in _KNOWN_FILES:
+                            _copy_regular(current_fd, new_fd, entry)
+                os.fsync(new_fd)
+            finally:
+                os.close(new_fd)
+            if current_fd is None:
+                try:
+                    _renameat2(root_fd, staging, name, RENAME_NOREPLACE)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                        raise
+                    os.rename(staging, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)  # never onto a link: ENOTDIR
+            else:
+                try:
+                    _renameat2(root_fd, staging, name, RENAME_EXCHANGE)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                        raise
+                    _rename_one_by_one(root_fd, staging, current_fd, material)
+        finally:
+            if current_fd is not None:
+                os.close(current_fd)
+        os.fsync(root_fd)
+        return directory
+    except OSError as exc:
+        raise DeployError(f"cannot write the files in {directory}: {exc.strerror or exc}") from None
+    finally:
+        try:
+            _remove_entry(root_fd, staging)  # after a swap: the old set; after a failure: the new one
+        except OSError:
+            pass
+        os.close(root_fd)
+
+
+def _current_dir(root_fd: int, name: str, directory: str) -> int | None:
+    """The open directory `root/name`, None when there is none yet; DeployError for a link
+    or non-directory there, or for a link or non-file at one of certpilot's file paths in it."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise DeployError(_refusal(root_fd, name, directory, exc)) from None
-    finally:
-        os.close(root_fd)
-    temps: list[tuple[str, str]] = []
     try:
-        if owner is not None:
-            os.fchown(dir_fd, *owner)
-        for filename, data, mode in material.files():
-            temp = f".{filename}.{secrets.token_hex(6)}.tmp"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                         dir_fd=dir_fd)
-            temps.append((temp, filename))
+        for filename in _KNOWN_FILES:
             try:
-                os.fchmod(fd, mode)  # whatever the umask
-                if owner is not None:
-                    os.fchown(fd, *owner)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for _temp, filename in temps:  # refuse before anything is replaced
-            try:
-                st = os.stat(filename, dir_fd=dir_fd, follow_symlinks=False)
+                st = os.stat(filename, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise DeployError(f"{directory}/{filename} is a symbolic link or not a regular file: "
                                   "certpilot never writes through one; remove it")
-        for temp, filename in temps:
-            os.rename(temp, filename, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        temps.clear()
-        os.fsync(dir_fd)
-        return directory
-    except OSError as exc:
-        raise DeployError(f"cannot write the files in {directory}: {exc.strerror or exc}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_new(dir_fd: int, filename: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask
+        if owner is not None:
+            os.fchown(fd, *owner)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
     finally:
-        for temp, _ in temps:
-            try:
-                os.unlink(temp, dir_fd=dir_fd)
-            except OSError:
-                pass
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def _rename_one_by_one(root_fd: int, staging: str, current_fd: int, material: Material) -> None:
+    """Without RENAME_EXCHANGE: each new file renamed over the old one (each atomic, the set not)."""
+    new_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
+    try:
+        for filename, _, _ in material.files():
+            os.rename(filename, filename, src_dir_fd=new_fd, dst_dir_fd=current_fd)
+        os.fsync(current_fd)
+    finally:
+        os.close(new_fd)
 
 
 # --- the command -----------------------------------------------------------------------

@@ -84,3 +84,51 @@ def test_a_fifo_or_directory_at_a_file_path_is_refused(tmp_path: Path) -> None:
     os.unlink(tmp_path / "web1" / "chain.pem")
     assert write_files(str(tmp_path), "web1", material, None) == f"{tmp_path}/web1"
     assert (tmp_path / "web1" / "fullchain.pem").read_text() == "LEAF\nCHAIN\n"
+
+
+def _pair(tag: str) -> Material:
+    return Material(f"LEAF-{tag}\n", "CHAIN\n", f"KEY-{tag}\n", None)
+
+
+def test_readers_see_the_old_set_or_the_new_one_never_a_mix(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Whatever step the deployment is at, DIR/web1/ holds one complete set: checked by
+    reading cert.pem and key.pem (by path) before and after every rename it makes."""
+    import certpilot.services.deploy_io as deploy_io
+
+    (tmp_path / "web1").mkdir()
+    (tmp_path / "web1" / "nginx-snippet.conf").write_text("ssl_protocols TLSv1.3;\n")
+    write_files(str(tmp_path), "web1", _pair("A"), None)
+    seen: list[tuple[str, str]] = []
+
+    def look() -> None:
+        cert = (tmp_path / "web1" / "cert.pem").read_text().strip().removeprefix("LEAF-")
+        key = (tmp_path / "web1" / "key.pem").read_text().strip().removeprefix("KEY-")
+        seen.append((cert, key))
+
+    def watched(real):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            look()
+            result = real(*args, **kwargs)
+            look()
+            return result
+        return call
+
+    monkeypatch.setattr(deploy_io.os, "rename", watched(os.rename))
+    if hasattr(deploy_io, "_renameat2"):  # the one-step swap (renameat2 is not in the os module)
+        monkeypatch.setattr(deploy_io, "_renameat2", watched(deploy_io._renameat2))
+    write_files(str(tmp_path), "web1", _pair("B"), None)
+    monkeypatch.undo()
+
+    assert seen and all(cert == key for cert, key in seen), f"a reader saw a certificate beside another key: {seen}"
+    assert seen[0] == ("A", "A") and seen[-1] == ("B", "B")
+    assert (tmp_path / "web1" / "nginx-snippet.conf").read_text() == "ssl_protocols TLSv1.3;\n", "own files kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web1"], "the old set is removed, nothing staged is left"
+    assert oct((tmp_path / "web1" / "key.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_what_a_crash_left_beside_the_directory_is_cleared(tmp_path: Path) -> None:
+    (tmp_path / ".web1.new-0123456789ab").mkdir()
+    (tmp_path / ".web1.new-0123456789ab" / "cert.pem").write_text("half\n")
+    write_files(str(tmp_path), "web1", _pair("A"), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web1"]
+    assert sorted(p.name for p in (tmp_path / "web1").iterdir()) == ["cert.pem", "chain.pem", "fullchain.pem", "key.pem"]
