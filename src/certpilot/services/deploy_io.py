@@ -138,29 +138,19 @@ def _remove_entry(dir_fd: int, entry: str) -> None:
 
 
 def _copy_regular(src_fd: int, dst_fd: int, filename: str) -> None:
-    """Copy a regular file (mode and owner kept) between two open directories, never through a link."""
+    """Copy a regular file (mode, and owner when root) between two open directories, never through a link."""
     src = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):
             return
-        dst = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      stat.S_IMODE(st.st_mode), dir_fd=dst_fd)
-        try:
-            os.fchmod(dst, stat.S_IMODE(st.st_mode))
-            try:
-                os.fchown(dst, st.st_uid, st.st_gid)
-            except PermissionError:
-                pass
-            while chunk := os.read(src, 1 << 16):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view):]
-            os.fsync(dst)
-        finally:
-            os.close(dst)
+        chunks = []
+        while chunk := os.read(src, 1 << 16):
+            chunks.append(chunk)
     finally:
         os.close(src)
+    owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 else None
+    _write_new(dst_fd, filename, b"".join(chunks), stat.S_IMODE(st.st_mode), owner)
 
 
 def write_files(root: str, name: str, material: Material, owner: tuple[int, int] | None) -> str:
