@@ -77,15 +77,6 @@ def add_user(app: App, username: str, role: Role, password: str, *, actor: str) 
     return user
 
 
-def current_role(app: App, username: str) -> Role | None:
-    """The user's role now, or None for an unknown or disabled user."""
-    with app.db.read() as session:
-        found = repo.password_hash(session, username)
-    if found is None or found[0].disabled:
-        return None
-    return found[0].role
-
-
 def list_users(app: App) -> list[User]:
     with app.db.read() as session:
         return repo.list_users(session)

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from certpilot.domain.errors import CertpilotError
 from certpilot.services import users as user_service
 from certpilot.web.rendering import flash, render
-from certpilot.web.session import Csrf, PageAdmin, PageViewer, log_out
+from certpilot.web.session import Csrf, PageAdmin, PageViewer
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,7 +51,7 @@ def change_password(request: Request, user: PageViewer, _: Csrf, current_passwor
 def logout_everywhere(request: Request, user: PageViewer, _: Csrf) -> Response:
     """End every session and revoke every API token of the logged-in user."""
     user_service.log_out_everywhere(request.app.state.certpilot, user.username, actor=user.actor)
-    log_out(request)
+    request.session.clear()  # its server side ended with all the others
     flash(request, "ok", "Logged out everywhere: every session and API token of yours has ended.")
     return _redirect("/login")
 

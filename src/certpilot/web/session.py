@@ -15,9 +15,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from certpilot.domain.model import Principal, Role
-from certpilot.services.users import SESSION_PRINCIPAL_KEY, end_session, session_principal as live_session, start_session
+from certpilot.services.users import SESSION_LIFETIME, SESSION_PRINCIPAL_KEY, end_session, session_principal as live_session, start_session
 
-SESSION_MAX_AGE_S = 8 * 3600
+SESSION_MAX_AGE_S = int(SESSION_LIFETIME.total_seconds())  # the cookie lives as long as the server's session
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
@@ -53,6 +53,10 @@ class SecurityHeaders(BaseHTTPMiddleware):
 
 
 def log_in(request: Request, principal: Principal) -> None:
+    """A new server-side session for `principal`; the one this browser had before ends."""
+    previous = request.session.get("sid")
+    if isinstance(previous, str) and previous:
+        end_session(request.app.state.certpilot, previous)
     session_id = start_session(request.app.state.certpilot, principal)
     request.session.clear()
     request.session.update({"sid": session_id, "csrf": secrets.token_urlsafe(32)})

@@ -134,6 +134,18 @@ def test_logout_ends_the_session_on_the_server(api_app: App, client: TestClient,
     assert page.get("/", follow_redirects=False).status_code == 303  # the pages say: log in
 
 
+def test_logging_in_again_ends_the_browsers_previous_session(api_app: App, client: TestClient,
+                                                              tokens: RoleTokens) -> None:
+    browser = web_login(api_app, "viewer", PASSWORD)
+    copied = browser.cookies[SESSION_COOKIE]
+    r = browser.post("/login", data={"csrf": form_csrf(browser), "username": "viewer", "password": PASSWORD,
+                                     "next": "/"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert browser.cookies[SESSION_COOKIE] != copied
+    assert cookie_reads_api(api_app, browser.cookies[SESSION_COOKIE])
+    assert not cookie_reads_api(api_app, copied), "the session before the new login stayed live on the server"
+
+
 def test_disable_ends_every_session_and_token_and_enable_does_not_revive_them(
     api_app: App, client: TestClient, tokens: RoleTokens
 ) -> None:
