@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -139,7 +140,7 @@ def _remove_entry(dir_fd: int, entry: str) -> None:
 
 def _copy_regular(src_fd: int, dst_fd: int, filename: str) -> None:
     """Copy a regular file (mode, and owner when root) between two open directories, never through a link."""
-    src = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    src = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):
@@ -159,8 +160,10 @@ def write_files(root: str, name: str, material: Material, owner: tuple[int, int]
     The files are written into a new directory beside it (`.NAME.new-XXXX`, each file
     O_CREAT|O_EXCL|O_NOFOLLOW, fsynced), then that directory and `root/name` are swapped
     with renameat2(RENAME_EXCHANGE): at every moment `root/name/` holds either the old
-    set or the new one, never a new certificate beside an old key. Files of the
-    operator's own in `root/name/` are carried over. A symlink or other non-file at a
+    set or the new one, never a new certificate beside an old key. Plain files of the
+    operator's own in `root/name/` are carried over; where it also holds links,
+    directories or FIFOs of theirs, it stays in place and each file is renamed into it
+    instead (each atomic, the set not). A symlink or other non-file at a
     certificate file's path, or at `root/name` itself, is refused before anything is
     replaced. Where the file system cannot exchange (EINVAL), the files are renamed into
     place one by one. Returns the directory; raises DeployError (nothing half-written).
@@ -169,13 +172,15 @@ def write_files(root: str, name: str, material: Material, owner: tuple[int, int]
     root_fd = _open_dir(root)
     staging = f".{name}{_STAGING_MARK}{secrets.token_hex(6)}"
     try:
-        for entry in os.listdir(root_fd):  # what a crashed deployment left
-            if entry.startswith(f".{name}{_STAGING_MARK}"):
+        leftover = re.compile(re.escape(f".{name}{_STAGING_MARK}") + "[0-9a-f]{12}")
+        for entry in os.listdir(root_fd):  # what a crashed deployment of this certificate left
+            if leftover.fullmatch(entry):
                 try:
                     _remove_entry(root_fd, entry)
                 except OSError:
                     pass  # a directory of the operator's inside: left for them
-        current_fd = _current_dir(root_fd, name, directory)
+        current_fd, others_plain = _current_dir(root_fd, name, directory)
+        files = material.files()
         try:
             os.mkdir(staging, DIR_MODE, dir_fd=root_fd)
             new_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
@@ -183,17 +188,20 @@ def write_files(root: str, name: str, material: Material, owner: tuple[int, int]
                 os.fchmod(new_fd, DIR_MODE)
                 if owner is not None:
                     os.fchown(new_fd, *owner)
-                for filename, data, mode in material.files():
+                for filename, data, mode in files:
                     _write_new(new_fd, filename, data, mode, owner)
-                if current_fd is not None:
-                    own = {filename for filename, _, _ in material.files()}
+                if current_fd is not None and others_plain:
                     for entry in os.listdir(current_fd):
-                        if entry not in own and entry not in _KNOWN_FILES:
+                        if entry not in _KNOWN_FILES:
                             _copy_regular(current_fd, new_fd, entry)
                 os.fsync(new_fd)
             finally:
                 os.close(new_fd)
-            if current_fd is None:
+            if current_fd is not None and not others_plain:
+                # links, directories or FIFOs of the operator's live here: the directory stays, and
+                # each file is renamed into it (each atomic, the set not)
+                _rename_one_by_one(root_fd, staging, current_fd, files)
+            elif current_fd is None:
                 try:
                     _renameat2(root_fd, staging, name, RENAME_NOREPLACE)
                 except OSError as exc:
@@ -206,7 +214,7 @@ def write_files(root: str, name: str, material: Material, owner: tuple[int, int]
                 except OSError as exc:
                     if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                         raise
-                    _rename_one_by_one(root_fd, staging, current_fd, material)
+                    _rename_one_by_one(root_fd, staging, current_fd, files)
         finally:
             if current_fd is not None:
                 os.close(current_fd)
@@ -222,28 +230,29 @@ def write_files(root: str, name: str, material: Material, owner: tuple[int, int]
         os.close(root_fd)
 
 
-def _current_dir(root_fd: int, name: str, directory: str) -> int | None:
-    """The open directory `root/name`, None when there is none yet; DeployError for a link
-    or non-directory there, or for a link or non-file at one of certpilot's file paths in it."""
+def _current_dir(root_fd: int, name: str, directory: str) -> tuple[int | None, bool]:
+    """The open directory `root/name` (None when there is none yet), and whether every
+    entry in it besides certpilot's files is a plain file (which a swap can carry over).
+    DeployError for a link or non-directory there, or for a link or non-file at one of
+    certpilot's file paths in it."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
     except FileNotFoundError:
-        return None
+        return None, True
     except OSError as exc:
         raise DeployError(_refusal(root_fd, name, directory, exc)) from None
+    others_plain = True
     try:
-        for filename in _KNOWN_FILES:
-            try:
-                st = os.stat(filename, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise DeployError(f"{directory}/{filename} is a symbolic link or not a regular file: "
+        for entry in os.listdir(fd):
+            plain = stat.S_ISREG(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode)
+            if entry in _KNOWN_FILES and not plain:
+                raise DeployError(f"{directory}/{entry} is a symbolic link or not a regular file: "
                                   "certpilot never writes through one; remove it")
+            others_plain = others_plain and plain
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, others_plain
 
 
 def _write_new(dir_fd: int, filename: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
@@ -260,11 +269,12 @@ def _write_new(dir_fd: int, filename: str, data: bytes, mode: int, owner: tuple[
         os.close(fd)
 
 
-def _rename_one_by_one(root_fd: int, staging: str, current_fd: int, material: Material) -> None:
-    """Without RENAME_EXCHANGE: each new file renamed over the old one (each atomic, the set not)."""
+def _rename_one_by_one(root_fd: int, staging: str, current_fd: int, files: list[tuple[str, bytes, int]]) -> None:
+    """Each new file renamed over the old one (each atomic, the set not): where the directory
+    cannot be swapped (no RENAME_EXCHANGE, or entries of the operator's that are not plain files)."""
     new_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
     try:
-        for filename, _, _ in material.files():
+        for filename, _, _ in files:
             os.rename(filename, filename, src_dir_fd=new_fd, dst_dir_fd=current_fd)
         os.fsync(current_fd)
     finally:

@@ -132,3 +132,24 @@ def test_what_a_crash_left_beside_the_directory_is_cleared(tmp_path: Path) -> No
     write_files(str(tmp_path), "web1", _pair("A"), None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["web1"]
     assert sorted(p.name for p in (tmp_path / "web1").iterdir()) == ["cert.pem", "chain.pem", "fullchain.pem", "key.pem"]
+
+
+def test_links_and_directories_of_the_operators_stay_where_they_are(tmp_path: Path) -> None:
+    """The directory cannot be swapped without losing them: the files go in one by one."""
+    (tmp_path / "dhparam.pem").write_text("DH\n")
+    (tmp_path / "web1" / "extra").mkdir(parents=True)
+    (tmp_path / "web1" / "dhparam.pem").symlink_to(tmp_path / "dhparam.pem")
+    os.mkfifo(tmp_path / "web1" / "control")  # never opened: a FIFO would block a reader
+    write_files(str(tmp_path), "web1", _pair("A"), None)
+    write_files(str(tmp_path), "web1", _pair("B"), None)
+    web1 = tmp_path / "web1"
+    assert (web1 / "cert.pem").read_text() == "LEAF-B\n" and (web1 / "key.pem").read_text() == "KEY-B\n"
+    assert (web1 / "dhparam.pem").is_symlink() and (web1 / "extra").is_dir() and (web1 / "control").is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhparam.pem", "web1"], "nothing staged is left"
+
+
+def test_another_certificates_staging_directory_is_not_touched(tmp_path: Path) -> None:
+    """`www` clears what a crash of `www` left, not `www.new-a`'s deployment in progress."""
+    (tmp_path / ".www.new-a.new-0123456789ab").mkdir()
+    write_files(str(tmp_path), "www", _pair("A"), None)
+    assert (tmp_path / ".www.new-a.new-0123456789ab").is_dir()
