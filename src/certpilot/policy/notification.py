@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 FAILURE_KINDS = frozenset({"CERT_ISSUE_FAILED", "CERT_RENEW_FAILED", "CERT_DEPLOY_FAILED"})
 ALWAYS_KINDS = frozenset({"CERT_EXPIRING", "CERT_EXPIRED", "CERT_DEFERRAL_OVERDUE"})
-NOTIFIED_KINDS = FAILURE_KINDS | ALWAYS_KINDS
 
 FIRST_RETRY = dt.timedelta(seconds=30)
 MAX_RETRY = dt.timedelta(hours=1)

@@ -67,9 +67,17 @@ class _Job:
     state: dict[str, str] | None = None  # the profile's context.state as the attempt began
 
 
+STATE_SCRUB_MIN_CHARS = 16  # context.state values this long are masked in output like secrets
+
+
 def _secrets(job: _Job) -> tuple[str, ...]:
+    """What is masked in the call's output: sensitive parameters, and the script's
+    `context.state` values long enough to be a key or token rather than a counter or a
+    flag (the bundled acme script keeps its account key there). The CA's cookie is not:
+    it names the request, which the CA's own messages quote."""
     values = [p.value for p in job.profile.params if p.sensitive and p.value]
     values += [job.certificate.spec.dynamic_params[n] for n in job.certificate.sensitive_params]
+    values += [v for v in (job.state or {}).values() if len(v) >= STATE_SCRUB_MIN_CHARS]
     return tuple(v for v in values if v)
 
 

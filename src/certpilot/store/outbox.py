@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from certpilot.policy.notification import is_notified, summary_text
@@ -125,11 +125,6 @@ def is_any_due(session: Session, now: dt.datetime) -> bool:
     return session.scalar(
         select(n.id).where(n.delivered_at.is_(None), n.dropped_at.is_(None), n.next_attempt_at <= now).limit(1)
     ) is not None
-
-
-def earliest_due(session: Session) -> dt.datetime | None:
-    n = NotificationRow
-    return session.scalar(select(func.min(n.next_attempt_at)).where(n.delivered_at.is_(None), n.dropped_at.is_(None)))
 
 
 def profile_targets(session: Session, profile_id: int) -> tuple[str, bytes | None, str | None] | None:

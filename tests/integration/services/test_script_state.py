@@ -99,3 +99,28 @@ def test_writes_that_would_pass_64_kib_after_merging_are_not_saved(app: App) -> 
         assert script_state.apply(session, "big", app.sealer, StateChanges({"one": "small", "two": half}),
                                   app.clock.now()) is None
     assert script_state_keys(app, "big") == ["one", "two"]
+
+
+LEAKY = '''
+def certificate_request(csr, common_name, args_dict, context):
+    print("account key:", context.state["account_key"], "count:", context.state["count"])
+    raise RuntimeError("CA down; key was " + context.state["account_key"])
+'''
+
+
+def test_a_state_value_long_enough_to_be_a_key_is_masked_in_what_the_call_printed(app: App) -> None:
+    from certpilot.services.certificates import list_attempts
+
+    account_key = "acct-key-5f0c2a9e7b4d41c8a0e3"
+    add_script(app, "leaky", LEAKY, actor=ACTOR)
+    create_profile(app, "acme-like", script="leaky", actor=ACTOR)
+    with app.db.transaction() as session:
+        script_state.apply(session, "acme-like", app.sealer,
+                           StateChanges({"account_key": account_key, "count": "7"}), app.clock.now())
+    request_certificate(app, "s1", profile="acme-like", subject=make_subject("s1.example.test"), actor=ACTOR)
+    report = issuance.attempt(app, "s1")
+    assert report.outcome is Outcome.FAILED
+    attempt = list_attempts(app, "s1")[0]
+    seen = f"{report.error}\n{attempt.error}\n{attempt.output}"
+    assert account_key not in seen and "***" in seen, seen
+    assert "count: 7" in seen, "a short value (a counter) is not masked"
