@@ -439,6 +439,21 @@ class CertificateStatus:
     deferred_polls: int = 0
     deployed_revision: int | None = None
     deploy_error: str | None = None
+    renewal_info: RenewalInfoStatus | None = None  # set when the script asks the CA (RFC 9773)
+
+
+@dataclass(frozen=True)
+class RenewalInfoStatus:
+    """The CA's suggested renewal window for the served revision (ACME Renewal Information,
+    RFC 9773): the window (None: the CA offers none), when it was asked and when it is asked
+    next, the CA's explanation page, and the last check's error."""
+
+    window_start: dt.datetime | None = None
+    window_end: dt.datetime | None = None
+    checked_at: dt.datetime | None = None
+    next_check_at: dt.datetime | None = None
+    explanation_url: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ falls due. The chain, in order:
 5. ISSUE         no revision yet (pending or failed) and not backing off
    DEPLOY        the served revision is not deployed yet (a profile with a deploy
                  root) and its deployment is not backing off (a backoff of its own)
-6. RENEW         the renewal time has passed and not backing off
+6. RENEW         the renewal time has passed and not backing off (the time drawn in the
+                 CA's suggested window when there is one, see `policy.renewal_info`)
+   CHECK_RENEWAL_INFO  the CA's renewal window is to be asked for (after a new revision,
+                 then at the CA's Retry-After); never for an expired or deferred one
 7. WARN          warning days were newly crossed; this comes after RENEW so a
                  healthy certificate that renews on time (by default at 2/3 of its
                  lifetime, which is exactly the 30-day mark for a 90-day
@@ -42,6 +45,7 @@ from certpilot.domain.model import Phase, RenewalSettings
 from certpilot.policy.deferral import deferral_deadline, is_deferral_overdue
 from certpilot.policy.expiry import applicable_warning_days, is_expired, newly_crossed_warnings, next_warning_at
 from certpilot.policy.renewal import renewal_time
+from certpilot.policy.renewal_info import effective_renewal_time
 
 
 class Action(str, enum.Enum):
@@ -50,6 +54,7 @@ class Action(str, enum.Enum):
     POLL = "poll"  # ask the issuer again about a deferred request
     GIVE_UP = "give_up"  # record a deferred request that waited too long as failed
     DEPLOY = "deploy"  # write the served revision to the profile's deploy root, run its command
+    CHECK_RENEWAL_INFO = "check_renewal_info"  # ask the CA for its suggested renewal window (RFC 9773)
     WARN = "warn"  # record one CERT_EXPIRING per day in `Decision.warn_days`
     MARK_EXPIRED = "mark_expired"  # record CERT_EXPIRED, set phase expired
     NOTHING = "nothing"  # look again at `Decision.at`
@@ -65,6 +70,8 @@ class Reason(str, enum.Enum):
     NO_REVISION = "no_revision"
     RETRY_AFTER_FAILURE = "retry_after_failure"
     RENEWAL_DUE = "renewal_due"
+    RENEWAL_WINDOW = "renewal_window"  # the time drawn in the renewal window the CA suggested has come
+    RENEWAL_INFO_DUE = "renewal_info_due"
     DEPLOY_DUE = "deploy_due"
     DEPLOY_RETRY = "deploy_retry"
     WARNING_DAY_CROSSED = "warning_day_crossed"
@@ -84,6 +91,9 @@ class CertificateSnapshot:
     polled next (None: `retry_at` is used; both None: poll now); `deferred_since`
     when the CA first deferred it (None for a deferral of unknown age: never given up).
     `warned_days` are the warning days already recorded for this revision.
+    `renewal_info_renew_at` is the time drawn in the CA's suggested renewal window for
+    the current revision (None: no window, the profile's rule decides);
+    `renewal_info_check_at` when the CA is asked for it next (None: never).
     Raises ValueError for an inconsistent snapshot.
     """
 
@@ -103,6 +113,9 @@ class CertificateSnapshot:
     # a failed deployment waits for `deploy_retry_at`, a backoff of its own
     deploy_pending: bool = False
     deploy_retry_at: dt.datetime | None = None
+    # ACME Renewal Information (RFC 9773), see `policy.renewal_info`
+    renewal_info_renew_at: dt.datetime | None = None
+    renewal_info_check_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if self.has_revision and (self.not_before is None or self.not_after is None):
@@ -112,10 +125,12 @@ class CertificateSnapshot:
 
     @property
     def renew_at(self) -> dt.datetime | None:
-        """The current revision's renewal time, or None without a revision."""
+        """The current revision's renewal time (the CA's window decides where it gave one),
+        or None without a revision."""
         if self.not_before is None or self.not_after is None:
             return None
-        return renewal_time(self.not_before, self.not_after, self.renewal)
+        return effective_renewal_time(renewal_time(self.not_before, self.not_after, self.renewal),
+                                      self.renewal_info_renew_at, self.not_after)
 
     @property
     def warning_days(self) -> tuple[int, ...]:
@@ -212,8 +227,23 @@ def _check_renewal_due(s: CertificateSnapshot, now: dt.datetime) -> Decision | N
     renew_at = s.renew_at
     if renew_at is None or _is_deferred(s) or is_backing_off(s, now) or now < renew_at:
         return None
-    reason = Reason.RETRY_AFTER_FAILURE if s.failures else Reason.RENEWAL_DUE
+    if s.failures:
+        reason = Reason.RETRY_AFTER_FAILURE
+    else:
+        reason = Reason.RENEWAL_WINDOW if s.renewal_info_renew_at is not None else Reason.RENEWAL_DUE
     return Decision(Action.RENEW, reason)
+
+
+def _is_renewal_info_checked(s: CertificateSnapshot, now: dt.datetime) -> bool:
+    """RFC 9773 §4.3: never for an expired certificate; nor while the CA holds a request."""
+    return (s.renewal_info_check_at is not None and s.has_revision and not _is_deferred(s)
+            and not _is_served_and_expired(s, now))
+
+
+def _check_renewal_info(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
+    if _is_renewal_info_checked(s, now) and s.renewal_info_check_at is not None and s.renewal_info_check_at <= now:
+        return Decision(Action.CHECK_RENEWAL_INFO, Reason.RENEWAL_INFO_DUE)
+    return None
 
 
 def _check_warning(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
@@ -235,6 +265,7 @@ CHECKS: tuple[_Check, ...] = (
     _check_first_issue,
     _check_deploy,
     _check_renewal_due,
+    _check_renewal_info,
     _check_warning,
 )
 
@@ -259,6 +290,8 @@ def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
         )
     if s.has_revision and s.deploy_pending:
         candidates.append(s.deploy_retry_at)
+    if _is_renewal_info_checked(s, now):
+        candidates.append(s.renewal_info_check_at)
     future = [at for at in candidates if at is not None and at > now]
     return Decision(Action.NOTHING, reason, at=min(future, default=None))
 

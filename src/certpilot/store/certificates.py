@@ -26,12 +26,14 @@ from certpilot.domain.model import (
     KeySpec,
     Outcome,
     Phase,
+    RenewalInfoStatus,
     Revision,
     Subject,
     SubjectAltName,
 )
 from certpilot.keys.sealing import Sealer
 from certpilot.policy import applicable_warning_days, expiry_status, is_expiring_within, renewal_time
+from certpilot.policy.renewal_info import effective_renewal_time
 from certpilot.store.profiles import _row as _profile_row
 from certpilot.store.profiles import renewal_of
 from certpilot.store.tables import (
@@ -100,15 +102,24 @@ def _status(row: CertificateRow, now: dt.datetime) -> CertificateStatus:
         expiry_status=expiry_status(
             rev.not_after, now, applicable_warning_days(renewal.warning_days, rev.not_before, rev.not_after)
         ),
-        renew_at=renewal_time(rev.not_before, rev.not_after, renewal),
+        renew_at=effective_renewal_time(renewal_time(rev.not_before, rev.not_after, renewal),
+                                        st.renewal_info_renew_at, rev.not_after),
         next_action_at=st.next_action_at,
         failures=st.failures,
         last_error=st.last_error,
         last_attempt_at=st.last_attempt_at,
         deployed_revision=st.deployed_revision,
         deploy_error=st.deploy_error,
+        renewal_info=_renewal_info(st),
         **_deferral_fields(st),
     )
+
+
+def _renewal_info(st: CertificateStatusRow) -> RenewalInfoStatus | None:
+    if st.renewal_info_checked_at is None and st.renewal_info_check_at is None:
+        return None
+    return RenewalInfoStatus(st.renewal_info_window_start, st.renewal_info_window_end, st.renewal_info_checked_at,
+                             st.renewal_info_check_at, st.renewal_info_explanation_url, st.renewal_info_error)
 
 
 def _deferral_fields(st: CertificateStatusRow) -> dict[str, object]:

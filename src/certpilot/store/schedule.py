@@ -171,6 +171,8 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
         deploy_pending=bool(row.profile.deploy_root) and rev is not None and st.deployed_revision != rev.number,
         # a backoff belongs to the revision that failed: a new revision deploys at once
         deploy_retry_at=st.deploy_retry_at if rev is not None and st.deploy_failed_revision == rev.number else None,
+        renewal_info_renew_at=st.renewal_info_renew_at,
+        renewal_info_check_at=st.renewal_info_check_at,
     )
 
 

@@ -195,6 +195,16 @@ class CertificateStatusRow(Base):
     deploy_failures: Mapped[int] = mapped_column(Integer, server_default="0")
     deploy_retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deploy_failed_revision: Mapped[int | None] = mapped_column(Integer)  # what failures and retry_at are about
+    # ACME Renewal Information, RFC 9773 (migration 0007), about the current revision: the window the
+    # CA suggested, the renewal time drawn in it, when it was asked and when it is asked next (None:
+    # never: the script has no certificate_renewal_info), the CA's explanation page, the last error
+    renewal_info_window_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    renewal_info_window_end: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    renewal_info_renew_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    renewal_info_checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    renewal_info_check_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    renewal_info_explanation_url: Mapped[str | None] = mapped_column(Text)
+    renewal_info_error: Mapped[str | None] = mapped_column(Text)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -284,6 +284,8 @@ def test_reason_codes_are_stable():
         "no_revision",
         "retry_after_failure",
         "renewal_due",
+        "renewal_window",
+        "renewal_info_due",
         "deploy_due",
         "deploy_retry",
         "warning_day_crossed",
