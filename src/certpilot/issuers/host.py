@@ -28,7 +28,7 @@ from typing import Any
 
 from certpilot.issuers import sandbox
 from certpilot.issuers.capture import scrub
-from certpilot.issuers.messages import OPERATION_POLL, CallReply, CallRequest, HostSpec
+from certpilot.issuers.messages import OPERATION_POLL, OPERATION_RENEWAL_INFO, CallReply, CallRequest, HostSpec
 from certpilot.issuers.state import ScriptState
 from certpilot.issuers.protocol import ChannelClosed, read_message, write_message
 
@@ -145,6 +145,7 @@ class Host:
         self.signal_scoped = signal_scoped
         self.func: Any = None
         self.poll: Any = None
+        self.renewal_info: Any = None
         self.stdout, self.stderr = sys.stdout, sys.stderr
 
     def serve(self) -> None:
@@ -194,6 +195,13 @@ class Host:
                     return CallReply(error="the script defines no certificate_poll(cookie, args_dict): "
                                            "it cannot finish a request its CA deferred")
                 func, args = self.poll, (request.cookie, dict(request.args))
+            elif request.operation == OPERATION_RENEWAL_INFO:
+                if self.renewal_info is None:
+                    return CallReply(error="the script defines no certificate_renewal_info(cert_pem, args_dict)")
+                func = self.renewal_info
+                window = func(request.certificate, dict(request.args), context=context) if accepts_context(func) \
+                    else func(request.certificate, dict(request.args))
+                return CallReply(renewal_info={"window": window_message(window)})
             else:
                 func, args = self.func, (request.csr, request.common_name, dict(request.args))
             result = func(*args, context=context) if accepts_context(func) else func(*args)
@@ -231,6 +239,27 @@ class Host:
             raise LookupError("the script defines no function certificate_request(csr, common_name, args_dict)")
         poll = namespace.get("certificate_poll")
         self.func, self.poll = func, poll if callable(poll) else None
+        renewal_info = namespace.get("certificate_renewal_info")
+        self.renewal_info = renewal_info if callable(renewal_info) else None
+
+
+WINDOW_FIELDS = ("start", "end", "retry_after_s", "explanation_url")
+
+
+def window_message(window: Any) -> dict[str, Any] | None:
+    """A `certificate_renewal_info` answer as JSON: None, or the window's fields (a
+    `RenewalWindow`, or a dict with its keys) with datetimes in RFC 3339. The controller
+    validates it; raises TypeError for an answer that is neither."""
+    if window is None:
+        return None
+    if isinstance(window, dict):
+        fields = {k: window.get(k) for k in WINDOW_FIELDS}
+    elif hasattr(window, "start") and hasattr(window, "end"):
+        fields = {k: getattr(window, k, None) for k in WINDOW_FIELDS}
+    else:
+        raise TypeError(f"certificate_renewal_info returned {type(window).__name__}: "
+                        "return None, a RenewalWindow or a dict with start and end")
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in fields.items()}
 
 
 def _check_python_readable(user: sandbox.ScriptUser | None) -> None:

@@ -44,13 +44,15 @@ class HostSpec:
 
 OPERATION_REQUEST = "request"  # certificate_request(csr, common_name, args_dict[, context])
 OPERATION_POLL = "poll"  # certificate_poll(cookie, args_dict[, context])
+OPERATION_RENEWAL_INFO = "renewal_info"  # certificate_renewal_info(cert_pem, args_dict[, context])
 
 
 @dataclass(frozen=True)
 class CallRequest:
     """One call of `certificate_request` (or, with `operation` "poll", of `certificate_poll`
-    with `cookie`). `source` is sent with a host's first call only; `state` is the
-    profile's `context.state` as the call starts."""
+    with `cookie`; with "renewal_info", of `certificate_renewal_info` with `certificate`).
+    `source` is sent with a host's first call only; `state` is the profile's
+    `context.state` as the call starts."""
 
     timeout_s: int
     csr: str
@@ -62,6 +64,7 @@ class CallRequest:
     operation: str = OPERATION_REQUEST
     cookie: str = ""
     state: dict[str, str] = field(default_factory=dict)
+    certificate: str = ""  # renewal_info: the served certificate, leaf then chain (PEM)
 
     def to_message(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,8 +76,8 @@ class CallRequest:
 
 @dataclass
 class CallReply:
-    """What the script did. At most one of `result`, `result_type`, `pending`, `error`
-    and a non-zero `exit_status` is set; none of them means the script returned None."""
+    """What the script did. At most one of `result`, `result_type`, `pending`, `renewal_info`,
+    `error` and a non-zero `exit_status` is set; none of them means the script returned None."""
 
     result: str | None = None
     result_type: str | None = None
@@ -87,6 +90,9 @@ class CallReply:
     loaded: bool = True  # False: the script could not even be loaded; the host is of no further use
     # what the call did to `context.state`: {"set": {key: value}, "deleted": [key]}; None: nothing
     state_changes: dict[str, Any] | None = None
+    # a renewal_info call's answer: {"window": None} (no suggestion) or {"window": {"start": RFC 3339,
+    # "end": RFC 3339, "retry_after_s": int, "explanation_url": str | None}}, as the script gave it
+    renewal_info: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -65,6 +65,7 @@ class ScriptCall:
     operation: str = OPERATION_REQUEST  # or OPERATION_POLL: certificate_poll(cookie, args_dict)
     cookie: str = ""  # for a poll: what the CA's Pending named the request by
     state: dict[str, str] = field(default_factory=dict)  # the profile's context.state as the call starts
+    certificate_pem: str = ""  # OPERATION_RENEWAL_INFO: the served certificate, leaf then chain
 
 
 class _Outcome:
@@ -125,7 +126,18 @@ class Failed(_Outcome):
     host_lost: bool = False
 
 
-ScriptResult = Issued | Pending | Failed
+@dataclass(frozen=True)
+class RenewalInfoAnswer(_Outcome):
+    """What `certificate_renewal_info` answered: `window` is None (the CA suggests nothing)
+    or the window's fields as the script gave them, to be validated by the caller."""
+
+    window: dict[str, Any] | None
+    output: str = ""
+    duration_s: float = 0.0
+    state_changes: StateChanges | None = None
+
+
+ScriptResult = Issued | Pending | Failed | RenewalInfoAnswer
 
 
 @dataclass(frozen=True)
@@ -388,6 +400,7 @@ class ScriptRunner:
                 secrets=list(call.secrets), context=dict(call.context),
                 source=None if host.loaded else call.source,
                 operation=call.operation, cookie=call.cookie, state=dict(call.state),
+                certificate=call.certificate_pem,
             )
             reply, death, out, err = host.call(request, margin)
             self._put_back(host, healthy=reply is not None and reply.loaded)
@@ -534,6 +547,8 @@ def _to_result(reply: CallReply | None, death: dict[str, Any], stdout: str, stde
                        duration_s, state_changes=changes)
     if reply.exit_status != 0:
         return _exited(reply.exit_status, stderr, failed)
+    if reply.renewal_info is not None:
+        return RenewalInfoAnswer(reply.renewal_info.get("window"), output, duration_s, state_changes=changes)
     if reply.result is not None:
         return Issued(reply.result, output, duration_s, state_changes=changes)
     if reply.result_type is not None:
