@@ -5,12 +5,13 @@ from __future__ import annotations
 import glob
 import os
 import pwd
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from tests.support.processes import free_port
 
 
 @dataclass
@@ -44,12 +45,6 @@ def _run(user: str | None, argv: list[str]) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_or_start_postgres(scratch: Path) -> PostgresServer | None:
     url = os.environ.get("CERTPILOT_TEST_POSTGRES_URL")
     if url:
@@ -71,7 +66,7 @@ def find_or_start_postgres(scratch: Path) -> PostgresServer | None:
             return None
         run_as = "postgres"
         os.chmod(scratch, 0o777)
-    data_dir, port = scratch / "cluster", _free_port()
+    data_dir, port = scratch / "cluster", free_port()
     _run(run_as, [str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
     _run(run_as, [str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-l", str(scratch / "log"),
                   "-o", f"-p {port} -k {scratch} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.processes import free_port
 
 
 @dataclass
@@ -77,12 +78,6 @@ def webhook() -> Iterator[Webhook]:
         yield receiver
     finally:
         receiver.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- SMTP ---------------------------------------------------------------------------

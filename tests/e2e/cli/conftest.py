@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.e2e.cli.cli_harness import (
+from tests.support.cli import (
     WEB1_REQUEST,
     Cli,
     SeededInstallation,

@@ -11,7 +11,7 @@ import pytest
 from certpilot.config import Settings
 from certpilot.services.app import App
 from certpilot.services.users import AuthenticationFailed, authenticate_password, authenticate_token
-from tests.e2e.cli.cli_harness import Cli, assert_clean_error
+from tests.support.cli import Cli, assert_clean_error
 
 PASSWORD = "a-long-password-123"
 

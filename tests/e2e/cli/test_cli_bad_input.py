@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cli.cli_harness import Cli, SeededInstallation, assert_clean_error
+from tests.support.cli import Cli, SeededInstallation, assert_clean_error
 
 REQUEST_WEB2 = ("cert", "request", "web2", "--profile", "corp", "--cn", "web2.example.test")
 CC = ("--param", "cost_center=CC-2")

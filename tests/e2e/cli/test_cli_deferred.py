@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from certpilot.pki.local_ca import LocalCA
-from tests.e2e.cli.cli_harness import Cli
+from tests.support.cli import Cli
 from tests.support.queued_ca import queued_ca_source, submissions
 from tests.support.script_access import scripts_directory
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli.cli_harness import Cli, assert_clean_error, copy_example_issuer, corp_profile_args, make_test_ca
+from tests.support.cli import Cli, assert_clean_error, copy_example_issuer, corp_profile_args, make_test_ca
 
 
 @pytest.fixture

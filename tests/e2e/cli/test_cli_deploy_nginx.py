@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.conftest import missing
-from tests.e2e.cli.cli_harness import Cli, copy_example_issuer, corp_profile_args, make_test_ca
-from tests.support.receivers import free_port
+from tests.support.cli import Cli, copy_example_issuer, corp_profile_args, make_test_ca
+from tests.support.processes import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

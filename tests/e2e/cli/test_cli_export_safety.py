@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from tests.e2e.cli.cli_harness import SeededInstallation, assert_clean_error
+from tests.support.cli import SeededInstallation, assert_clean_error
 
 
 def planted(tmp: Path, name: str) -> tuple[Path, Path]:

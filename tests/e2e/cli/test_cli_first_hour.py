@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from certpilot.cli.main import app
-from tests.e2e.cli.cli_harness import Cli, assert_clean_error, certpilot_executable
+from tests.support.cli import Cli, assert_clean_error
+from tests.support.processes import certpilot_executable
 
 # Typer's own renderings that read as Python rather than as a command line
 PYTHON_TYPE_SHAPES = re.compile(r"<(bool|str|int|float|path|list\[[^\]]*\])>|\{[a-z_]+\}")

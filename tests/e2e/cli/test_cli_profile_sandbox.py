@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli.cli_harness import Cli, assert_clean_error, copy_example_issuer
+from tests.support.cli import Cli, assert_clean_error, copy_example_issuer
 
 
 @pytest.fixture

@@ -44,10 +44,17 @@ from certpilot.issuers import sandbox
 from certpilot.services.app import App
 from certpilot.services.certificates import list_attempts
 from tests.conftest import missing
-from tests.e2e.cli.cli_harness import CALL_TIMEOUT_S, Cli, certpilot_executable
-from tests.integration.api.api_support import ServerProcess, descendants, is_alive
 from tests.integration.issuers.test_script_sandbox import scan_memory
-from tests.integration.reconciler.reconciler_support import WorkerProcess, wait_for, worker_env
+from tests.support.cli import CALL_TIMEOUT_S, Cli
+from tests.support.processes import (
+    ServerProcess,
+    WorkerProcess,
+    certpilot_executable,
+    descendants,
+    is_alive,
+    settings_env,
+    wait_for,
+)
 from tests.support.script_access import share_with_scripts
 
 SCRIPT_USER = sandbox.DEFAULT_SCRIPT_USER
@@ -442,7 +449,7 @@ def attempt_finished(settings: Settings, name: str) -> bool:
 
 @pytest.fixture
 def worker(installation: Probed, tmp_path: Path) -> Iterator[WorkerProcess]:
-    started = WorkerProcess.start("probe", worker_env(installation.settings), tmp_path)
+    started = WorkerProcess.start("probe", settings_env(installation.settings), tmp_path)
     try:
         yield started
     finally:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from certpilot.services.setup import bundled_local_ca_source
-from tests.e2e.cli.cli_harness import Cli
+from tests.support.cli import Cli
 from tests.support.script_access import scripts_directory
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.cli.cli_harness import (
+from tests.support.cli import (
     WEB1_REQUEST,
     Cli,
     admin_password_from,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli.cli_harness import Cli, assert_clean_error
+from tests.support.cli import Cli, assert_clean_error
 
 HEAVY = ("sqlalchemy", "alembic", "pydantic", "pydantic_settings", "certpilot.services.app")
 

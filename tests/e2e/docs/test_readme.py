@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
-from tests.e2e.web.web_harness import certpilot_executable, free_port, start_server, stop_server
+from tests.support.processes import certpilot_executable, free_port
+from tests.support.web import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[3]
 README = REPO / "README.md"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
-from tests.e2e.web.web_harness import (
+from tests.support.processes import free_port
+from tests.support.web import (
     CHROMIUM,
     CHROMIUM_ARGS,
     SEED_CERT,
@@ -19,7 +20,6 @@ from tests.e2e.web.web_harness import (
     VIEWPORT,
     WebServer,
     clean_env,
-    free_port,
     http_login,
     make_ca,
     run_cli,

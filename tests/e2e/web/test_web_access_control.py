@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import (
+from tests.support.web import (
     SEED_CERT,
     SEED_PROFILE,
     SEED_SCRIPT,

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import SEED_PROFILE, WebServer
+from tests.support.web import SEED_PROFILE, WebServer
 
 FOCUSED = """() => {
   const el = document.activeElement;

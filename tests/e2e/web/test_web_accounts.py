@@ -8,7 +8,7 @@ import uuid
 
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import WebServer, login, run_cli
+from tests.support.web import WebServer, login, run_cli
 
 PASSWORD = "dora-password-123"
 NEW_PASSWORD = "dora-new-password-456"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import (
+from tests.support.web import (
     SEED_CERT,
     SEED_PROFILE,
     SEED_SCRIPT,
@@ -164,7 +164,7 @@ def test_new_profile_with_a_duplicate_name(admin_page, web_server: WebServer) ->
     assert page.get_by_label("Name", exact=True).get_attribute("aria-invalid") == "true"
     assert table_names(page, "/profiles") == before
     page.goto(f"/profiles/{SEED_PROFILE}")
-    expect(page.locator("#param_name_3")).to_have_value("validity_days")  # the seed order: see web_harness
+    expect(page.locator("#param_name_3")).to_have_value("validity_days")  # the seed order: see tests/support/web.py
     expect(page.locator("#param_value_3")).to_have_value("90")  # the existing profile is untouched
 
 

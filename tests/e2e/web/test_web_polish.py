@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import SEED_CERT, WebServer, certpilot_executable
+from tests.support.processes import certpilot_executable
+from tests.support.web import SEED_CERT, WebServer
 
 FAILING_SCRIPT = """\
 import sys

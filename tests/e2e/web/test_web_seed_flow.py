@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import (
+from tests.support.web import (
     EXAMPLE_ISSUER,
     SEED_CERT,
     SEED_PROFILE,

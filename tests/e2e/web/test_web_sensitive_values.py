@@ -10,7 +10,7 @@ import uuid
 
 from playwright.sync_api import expect
 
-from tests.e2e.web.web_harness import (
+from tests.support.web import (
     EXAMPLE_ISSUER,
     Param,
     SecretWatch,

@@ -18,7 +18,7 @@ from certpilot.domain.model import Role
 from certpilot.services.app import App
 from certpilot.services.users import add_user, create_token
 from certpilot.store.database import create_db_engine, upgrade
-from tests.integration.api.api_support import ACTOR, PASSWORD, MovableClock, RoleTokens, user_name
+from tests.support.api import ACTOR, PASSWORD, MovableClock, RoleTokens, user_name
 
 
 @pytest.fixture

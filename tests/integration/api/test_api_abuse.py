@@ -19,7 +19,8 @@ import pytest
 from certpilot.config import Settings
 from certpilot.domain.model import Role
 from certpilot.services.app import App
-from tests.integration.api.api_support import RoleTokens, ServerProcess, descendants
+from tests.support.api import RoleTokens
+from tests.support.processes import ServerProcess, descendants
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

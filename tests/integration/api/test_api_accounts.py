@@ -15,7 +15,7 @@ from certpilot.domain.model import Role
 from certpilot.server import create_server
 from certpilot.services.app import App
 from certpilot.services.users import add_user, create_token
-from tests.integration.api.api_support import ACTOR, PASSWORD, MovableClock, RoleTokens, assert_problem, bearer
+from tests.support.api import ACTOR, PASSWORD, MovableClock, RoleTokens, assert_problem, bearer
 
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 SESSION_COOKIE = "certpilot_session"

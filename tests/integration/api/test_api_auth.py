@@ -28,7 +28,7 @@ from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
 from certpilot.services.setup import bundled_local_ca_source
 from certpilot.services.users import add_user, create_token
-from tests.integration.api.api_support import (
+from tests.support.api import (
     ACTOR,
     PASSWORD,
     MovableClock,

@@ -16,8 +16,8 @@ from certpilot.services.app import App
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
 from certpilot.services.users import add_user
-from tests.integration.api.api_support import ACTOR, PASSWORD, RoleTokens, certificate_body
 from tests.integration.api.test_api_accounts import web_login
+from tests.support.api import ACTOR, PASSWORD, RoleTokens, certificate_body
 from tests.support.queued_ca import queued_ca_source, submissions
 from tests.support.script_access import scripts_directory
 

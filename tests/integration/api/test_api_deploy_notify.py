@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
-from tests.integration.api.api_support import RoleTokens, add_local_ca, assert_problem, certificate_body
+from tests.support.api import RoleTokens, add_local_ca, assert_problem, certificate_body
 
 HOOK_URL = "https://hooks.example.test/services/T000/B000/s3cr3t-w3bh00k"
 

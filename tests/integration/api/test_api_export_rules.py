@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
-from tests.integration.api.api_support import RoleTokens, add_local_ca, assert_problem, certificate_body
+from tests.support.api import RoleTokens, add_local_ca, assert_problem, certificate_body
 
 EXPORT = "/api/v1/certificates/web1/export"
 

@@ -18,7 +18,7 @@ from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
-from tests.integration.api.api_support import RoleTokens, add_local_ca, assert_problem, certificate_body
+from tests.support.api import RoleTokens, add_local_ca, assert_problem, certificate_body
 
 FAILING_SCRIPT = "def certificate_request(csr, common_name, args_dict):\n    raise RuntimeError('CA is down')\n"
 

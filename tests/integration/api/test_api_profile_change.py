@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
-from tests.integration.api.api_support import (
+from tests.support.api import (
     RoleTokens,
     add_local_ca,
     add_profile,

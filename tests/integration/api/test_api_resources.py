@@ -24,7 +24,7 @@ from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
-from tests.integration.api.api_support import (
+from tests.support.api import (
     MovableClock,
     RoleTokens,
     add_local_ca,

@@ -27,7 +27,7 @@ from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
 from certpilot.services.users import create_token
-from tests.integration.api.api_support import ACTOR, RoleTokens, add_local_ca, bearer, certificate_body
+from tests.support.api import ACTOR, RoleTokens, add_local_ca, bearer, certificate_body
 
 SEED = 20240917
 MAX_EXAMPLES = 20

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from certpilot.domain.model import Role
-from tests.integration.api.api_support import RoleTokens, certificate_body
+from tests.support.api import RoleTokens, certificate_body
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -29,18 +29,16 @@ from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.reconciler.loop import Reconciler
 from certpilot.services.app import App
-from tests.integration.api.api_support import (
+from tests.support.api import (
     RoleTokens,
-    ServerProcess,
     add_local_ca,
     assert_problem,
     certificate_body,
     checking_local_ca_source,
-    descendants,
-    is_alive,
     openapi_operations,
     sha256_hex,
 )
+from tests.support.processes import ServerProcess, descendants, is_alive
 
 SENSITIVE = ("ca_key_password", "api_password", "api_token")
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
-from tests.integration.api.api_support import RoleTokens, add_local_ca, assert_problem
+from tests.support.api import RoleTokens, add_local_ca, assert_problem
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

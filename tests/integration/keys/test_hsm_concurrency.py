@@ -31,7 +31,8 @@ from tests.integration.keys.hsm_support import (
     spki,
     token_public_key,
 )
-from tests.integration.reconciler.reconciler_support import WorkerProcess, all_attempts, wait_for, worker_env
+from tests.support.processes import WorkerProcess, settings_env, wait_for
+from tests.support.reconciler import all_attempts
 
 
 def assert_each_served_key_is_its_own_token_key(app: App, softhsm: SoftHsm, names: list[str]) -> None:
@@ -89,7 +90,7 @@ def has_finished_a_pass(app: App, worker: WorkerProcess) -> bool:
 def test_two_worker_processes_issue_hsm_certificates_on_one_token(
     hsm_app: App, softhsm: SoftHsm, start_worker: StartWorker
 ) -> None:
-    env = worker_env(hsm_app.settings, CERTPILOT_MAX_IN_FLIGHT="2", SOFTHSM2_CONF=str(softhsm.conf))
+    env = settings_env(hsm_app.settings, CERTPILOT_MAX_IN_FLIGHT="2", SOFTHSM2_CONF=str(softhsm.conf))
     workers = [start_worker(name, env) for name in ("a", "b")]
 
     def both_running() -> bool:

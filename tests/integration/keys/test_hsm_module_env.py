@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli.cli_harness import certpilot_executable
 from tests.integration.keys.hsm_support import MODULE, init_token
+from tests.support.processes import certpilot_executable
 
 pytestmark = pytest.mark.slow
 

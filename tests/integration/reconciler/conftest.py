@@ -10,7 +10,7 @@ import pytest
 
 from certpilot.config import Settings
 from certpilot.store.database import create_db_engine, upgrade
-from tests.integration.reconciler.reconciler_support import WorkerProcess
+from tests.support.processes import WorkerProcess
 
 
 @pytest.fixture

@@ -19,17 +19,9 @@ from certpilot.pki.certificate import public_key_sha256
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
 from certpilot.services.certificates import get_certificate, list_revisions
-from tests.integration.reconciler.reconciler_support import (
-    WorkerProcess,
-    add_local_ca_profile,
-    all_attempts,
-    events_of,
-    held_leases,
-    request,
-    wait_for,
-    worker_env,
-)
+from tests.support.processes import WorkerProcess, settings_env, wait_for
 from tests.support.queued_ca import approve, polls, queued_ca_source, submissions
+from tests.support.reconciler import add_local_ca_profile, all_attempts, events_of, held_leases, request
 from tests.support.script_access import scripts_directory
 
 pytestmark = pytest.mark.slow
@@ -53,7 +45,7 @@ def test_a_deferred_request_survives_sigkill_of_its_worker_and_the_ca_sees_one_s
                          timeout_s=5, queue_dir=str(queue), retry_after_s="1")
     request(app, "web1", profile="approvals")
     # polls every second (the CA's retry_after_s, with the floor lowered for the test)
-    env = worker_env(app.settings, CERTPILOT_DEFERRED_POLL_MIN_S="1", CERTPILOT_LEASE_MARGIN_S="1")
+    env = settings_env(app.settings, CERTPILOT_DEFERRED_POLL_MIN_S="1", CERTPILOT_LEASE_MARGIN_S="1")
 
     worker_a = start_worker("a", env)
     wait_for(lambda: len(polls(queue)) >= 2, timeout_s=60, what="worker A submitting and polling twice",

@@ -19,15 +19,9 @@ from certpilot.services.app import App
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
 from certpilot.store.tables import EventRow, NotificationRow
-from tests.integration.reconciler.reconciler_support import (
-    ACTOR,
-    WorkerProcess,
-    local_ca_params,
-    request,
-    wait_for,
-    worker_env,
-)
+from tests.support.processes import WorkerProcess, settings_env, wait_for
 from tests.support.receivers import Webhook
+from tests.support.reconciler import ACTOR, local_ca_params, request
 
 StartWorker = Callable[[str, dict[str, str]], WorkerProcess]
 
@@ -64,7 +58,7 @@ def test_three_workers_deliver_each_notification_once_and_a_returning_receiver_g
         names = [f"web{i:02d}" for i in range(24)]
         for name in names:
             request(app, name, profile="corp")
-        workers = [start_worker(f"w{i}", worker_env(app.settings, CERTPILOT_MAX_IN_FLIGHT="4")) for i in range(3)]
+        workers = [start_worker(f"w{i}", settings_env(app.settings, CERTPILOT_MAX_IN_FLIGHT="4")) for i in range(3)]
 
         def died() -> str | None:
             return next((reason for w in workers if (reason := w.died())), None)

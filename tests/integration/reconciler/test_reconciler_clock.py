@@ -38,7 +38,8 @@ from certpilot.services.certificates import (
 from certpilot.services.scripts import update_script
 from certpilot.services.setup import bundled_local_ca_source
 from certpilot.store import schedule
-from tests.integration.reconciler.reconciler_support import (
+from tests.support.processes import wait_for
+from tests.support.reconciler import (
     ACTOR,
     FAILING_CA_MESSAGE,
     FAILING_CA_SOURCE,
@@ -49,7 +50,6 @@ from tests.integration.reconciler.reconciler_support import (
     held_leases,
     real_now,
     request,
-    wait_for,
     whole_seconds,
 )
 

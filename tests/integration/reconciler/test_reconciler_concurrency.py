@@ -34,7 +34,8 @@ from certpilot.services.profiles import create_profile, get_profile
 from certpilot.services.scripts import add_script
 from certpilot.services.setup import bundled_local_ca_source
 from tests.conftest import missing
-from tests.integration.reconciler.reconciler_support import (
+from tests.support.processes import wait_for
+from tests.support.reconciler import (
     ACTOR,
     AttemptFact,
     all_attempts,
@@ -42,7 +43,6 @@ from tests.integration.reconciler.reconciler_support import (
     local_ca_params,
     request,
     revision_counts,
-    wait_for,
 )
 from tests.support.script_access import share_with_scripts
 

@@ -19,16 +19,8 @@ from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
 from certpilot.services.certificates import list_certificates
 from certpilot.services.setup import bundled_local_ca_source
-from tests.integration.reconciler.reconciler_support import (
-    WorkerProcess,
-    add_local_ca_profile,
-    all_attempts,
-    held_leases,
-    request,
-    revision_counts,
-    wait_for,
-    worker_env,
-)
+from tests.support.processes import WorkerProcess, settings_env, wait_for
+from tests.support.reconciler import add_local_ca_profile, all_attempts, held_leases, request, revision_counts
 
 StartWorker = Callable[[str, dict[str, str]], WorkerProcess]
 
@@ -52,7 +44,7 @@ def test_three_workers_issue_three_hundred_due_certificates_exactly_once(
     with ThreadPoolExecutor(max_workers=REQUEST_THREADS) as pool:  # requested and left pending: all due together
         list(pool.map(lambda name: request(app, name, profile=PROFILE, key=key), names))
 
-    env = worker_env(app.settings, CERTPILOT_MAX_IN_FLIGHT=str(THREADS_PER_WORKER))
+    env = settings_env(app.settings, CERTPILOT_MAX_IN_FLIGHT=str(THREADS_PER_WORKER))
     workers = [start_worker(f"w{i}", env) for i in range(WORKERS)]
 
     def any_died() -> str | None:

@@ -16,13 +16,8 @@ from certpilot.services.certificates import get_certificate
 from certpilot.services.setup import bundled_local_ca_source
 from certpilot.store.tables import LoopHeartbeatRow
 from certpilot.store.wakeup import sqlite_wake_dir
-from tests.integration.reconciler.reconciler_support import (
-    WorkerProcess,
-    add_local_ca_profile,
-    request,
-    wait_for,
-    worker_env,
-)
+from tests.support.processes import WorkerProcess, settings_env, wait_for
+from tests.support.reconciler import add_local_ca_profile, request
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +31,7 @@ def test_a_worker_with_a_long_interval_picks_up_a_new_request_at_once(
 ) -> None:
     add_local_ca_profile(app, test_ca, profile="corp", script="local-ca", source=bundled_local_ca_source(),
                          validity_days="90")
-    worker = start_worker("w", worker_env(app.settings, CERTPILOT_RECONCILE_INTERVAL_S=str(INTERVAL_S)))
+    worker = start_worker("w", settings_env(app.settings, CERTPILOT_RECONCILE_INTERVAL_S=str(INTERVAL_S)))
 
     def has_passed() -> bool:
         with app.db.engine.connect() as conn:

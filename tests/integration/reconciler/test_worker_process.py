@@ -25,10 +25,10 @@ from certpilot.services.issuance import attempt, is_success
 from certpilot.services.profiles import get_profile
 from certpilot.services.scripts import update_script
 from certpilot.services.setup import bundled_local_ca_source
-from tests.integration.reconciler.reconciler_support import (
+from tests.support.processes import WorkerProcess, settings_env, wait_for
+from tests.support.reconciler import (
     ACTOR,
     AttemptFact,
-    WorkerProcess,
     add_local_ca_profile,
     all_attempts,
     events_of,
@@ -37,8 +37,6 @@ from tests.integration.reconciler.reconciler_support import (
     real_now,
     request,
     stalling_local_ca_source,
-    wait_for,
-    worker_env,
 )
 
 pytestmark = pytest.mark.slow
@@ -68,7 +66,7 @@ def test_worker_renews_short_lived_certificates_in_time_and_stops_cleanly_on_sig
     for name in names:
         request(app, name, profile=PROFILE)
 
-    worker = start_worker("w", worker_env(app.settings))
+    worker = start_worker("w", settings_env(app.settings))
 
     def all_renewed() -> bool:
         return all(len(list_revisions(app, n)) >= 2 for n in names)
@@ -118,7 +116,7 @@ def test_worker_killed_mid_attempt_is_taken_over_when_its_lease_expires_and_sigt
 
     update_script(app, SCRIPT, stalling_local_ca_source(STALL_S), timeout_s=STALL_TIMEOUT_S, actor=ACTOR)
     request_renewal(app, cert, actor=ACTOR)
-    env = worker_env(app.settings, CERTPILOT_LEASE_MARGIN_S=str(LEASE_MARGIN_S))
+    env = settings_env(app.settings, CERTPILOT_LEASE_MARGIN_S=str(LEASE_MARGIN_S))
 
     worker_a = start_worker("a", env)
 

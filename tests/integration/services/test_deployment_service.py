@@ -37,8 +37,8 @@ from certpilot.services.scripts import add_script
 from certpilot.store.database import create_db_engine, upgrade
 from certpilot.store.tables import CertificateStatusRow
 from tests.conftest import missing
-from tests.integration.reconciler.reconciler_support import FakeClock, local_ca_params, real_now, whole_seconds
 from tests.integration.services.test_issuance_fake_issuer import FakeIssuer, sign_with
+from tests.support.reconciler import FakeClock, local_ca_params, real_now, whole_seconds
 
 ACTOR = "test:deploy"
 

@@ -30,9 +30,9 @@ from certpilot.services.scripts import add_script
 from certpilot.store.database import create_db_engine, upgrade
 from certpilot.store.events import record_event
 from certpilot.store.tables import NotificationRow
-from tests.integration.reconciler.reconciler_support import FakeClock, local_ca_params, real_now, whole_seconds
 from tests.integration.services.test_issuance_fake_issuer import FakeIssuer, sign_with
 from tests.support.receivers import SmtpSink, Webhook, webhook
+from tests.support.reconciler import FakeClock, local_ca_params, real_now, whole_seconds
 
 ACTOR = "test:notify"
 SMTP_PASSWORD = "smtp-pa55word-n0t-for-bodies"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
-from tests.support.processes import certpilot_executable, free_port  # noqa: F401 - re-exported
+from tests.support.processes import certpilot_executable
 from tests.support.script_access import share_with_scripts
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -51,7 +51,6 @@ VIEWER_PASSWORD = "viewer-password-123"
 SESSION_COOKIE = "certpilot_session"
 
 
-# certpilot_executable and free_port: one copy for every suite (tests/support/processes.py), re-exported here
 
 
 def clean_env(data_dir: Path) -> dict[str, str]:

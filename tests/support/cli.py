@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
-from tests.support.processes import certpilot_executable  # noqa: F401 - re-exported
+from tests.support.processes import certpilot_executable
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_ISSUER = REPO_ROOT / "examples" / "issuers" / "local_ca.py"
@@ -28,7 +28,6 @@ CALL_TIMEOUT_S = 180
 SETTINGS_VIA = ("env", "subcommand-flags", "root-flags", "defaults")
 
 
-# certpilot_executable: one copy for every suite (tests/support/processes.py), re-exported here
 
 
 @dataclass(frozen=True)

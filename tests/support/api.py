@@ -1,30 +1,20 @@
 """What the REST API tests share: a movable clock, role tokens, problem+json checks,
-the operations listed by the OpenAPI document, request bodies for the bundled
-local-CA script, and a real `certpilot serve` process on loopback.
-
-Not a test module; the fixtures built on it live in this directory's conftest.py.
-"""
+the operations listed by the OpenAPI document, and request bodies for the bundled
+local-CA script. A real `certpilot serve` is `processes.ServerProcess`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from certpilot.config import Settings
 from certpilot.domain.model import Role
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.setup import bundled_local_ca_source
-from tests.support.processes import certpilot_argv, free_port, settings_env  # noqa: F401 - re-exported
 
 ACTOR = "test:api"
 PASSWORD = "a-long-password-123"
@@ -149,106 +139,6 @@ def certificate_body(name: str, profile: str = "corp", *, cn: str | None = None,
     if key is not None:
         spec["key"] = key
     return {"name": name, "spec": spec}
-
-
-# --- a real server -------------------------------------------------------------------
-
-
-# certpilot_argv and free_port: one copy for every suite (tests/support/processes.py), re-exported here
-
-
-def server_env(settings: Settings) -> dict[str, str]:
-    return settings_env(settings)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every living descendant of `pid` (Linux /proc)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-    return found
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-@dataclass
-class ServerProcess:
-    """`certpilot serve` on 127.0.0.1, its stdout and stderr in files."""
-
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    stdout_path: Path
-    stderr_path: Path
-
-    @classmethod
-    def start(cls, settings: Settings, directory: Path, *, ready_timeout_s: float = 30.0) -> ServerProcess:
-        port = free_port()
-        stdout_path, stderr_path = directory / "serve.stdout", directory / "serve.stderr"
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(
-                [*certpilot_argv(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                env=server_env(settings), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=directory,
-            )
-        server = cls(proc, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
-        server.wait_until_up(ready_timeout_s)
-        return server
-
-    def wait_until_up(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"certpilot serve exited with {self.proc.returncode}:\n{self.stderr()[-4000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"certpilot serve did not answer within {timeout_s:.0f} s:\n{self.stderr()[-4000:]}")
-            time.sleep(0.1)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def terminate(self, timeout_s: float) -> int:
-        """SIGTERM, then the exit status; raises TimeoutExpired if it does not stop in time."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
-
-    def clean_up(self, leftovers: Iterable[int] = ()) -> None:
-        """Stop the server whatever state it is in, and any process it left behind."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in leftovers:
-            if is_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
 
 
 # --- issuer scripts ------------------------------------------------------------------

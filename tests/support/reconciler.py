@@ -1,26 +1,19 @@
-"""What the renewal-loop tests share: a fake clock, a local CA that can follow it,
-issuer scripts that fail or stall, worker processes and database queries.
-
-Not a test module; the fixtures built on it live in this directory's conftest.py.
-"""
+"""What the renewal-loop tests share (tests/integration/reconciler, and services tests
+that need the same clock): a fake clock, a local CA that can follow it, issuer scripts
+that fail or stall, and database queries no service exposes. Worker processes and
+`wait_for` are in tests/support/processes.py."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import time
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from sqlalchemy import func, select
 
 from tests.support.script_access import grants_for
-from certpilot.config import Settings
 from certpilot.domain.model import Event, EventKind, KeySpec, ProfileParam, make_subject
 from certpilot.pki.local_ca import LocalCA
 from certpilot.services.app import App
@@ -29,10 +22,8 @@ from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
 from certpilot.services.setup import bundled_local_ca_source
 from certpilot.store.tables import AttemptRow, CertificateRow, CertificateStatusRow, RevisionRow
-from tests.support.processes import certpilot_argv, settings_env  # noqa: F401 - re-exported
 
 ACTOR = "test:reconciler"
-T = TypeVar("T")
 
 
 # --- time ----------------------------------------------------------------------------
@@ -226,143 +217,3 @@ def revision_counts(app: App) -> dict[str, int]:
     )
     with app.db.engine.connect() as conn:
         return {name: count for name, count in conn.execute(query)}
-
-
-# --- waiting -------------------------------------------------------------------------
-
-
-def wait_for(
-    probe: Callable[[], T | None],
-    *,
-    timeout_s: float,
-    what: str,
-    interval_s: float = 0.2,
-    alive: Callable[[], str | None] | None = None,
-) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` at the deadline,
-    or at once when `alive` reports a reason (a worker process died)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if alive is not None and (reason := alive()):
-            raise AssertionError(f"gave up waiting for {what}: {reason}")
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
-        time.sleep(interval_s)
-
-
-# --- worker processes ----------------------------------------------------------------
-
-
-# certpilot_argv: one copy for every suite (tests/support/processes.py), re-exported here
-
-
-def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    return settings_env(settings, **overrides)
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            found += [int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Every living descendant of `pid` (Linux /proc)."""
-    result: list[int] = []
-    todo = _children(pid)
-    while todo:
-        child = todo.pop()
-        result.append(child)
-        todo += _children(child)
-    return result
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-@dataclass
-class WorkerProcess:
-    """One `certpilot worker`, its output in files. The script worker processes it
-    starts run in sessions of their own; they are remembered so that a worker killed
-    with SIGKILL does not leave them behind."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    script_workers: set[int] = field(default_factory=set)
-
-    @classmethod
-    def start(cls, name: str, env: dict[str, str], directory: Path) -> WorkerProcess:
-        log_path = directory / f"worker-{name}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [*certpilot_argv(), "worker"], env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, cwd=directory,
-            )
-        return cls(name, proc, log_path)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def died(self) -> str | None:
-        """Why this worker is no longer running, or None while it runs."""
-        if self.proc.poll() is None:
-            return None
-        return f"worker {self.name} exited with status {self.proc.returncode}:\n{self.log()[-4000:]}"
-
-    def remember_script_workers(self) -> None:
-        # the script worker processes and the children they fork for calls
-        self.script_workers |= {p for p in descendants(self.pid) if "certpilot.issuers.zygote" in _cmdline(p)}
-
-    def request_stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout_s: float) -> int:
-        """The exit status; raises TimeoutExpired if the worker does not end in time."""
-        return self.proc.wait(timeout=timeout_s)
-
-    def terminate(self, timeout_s: float) -> int:
-        """SIGTERM, then the exit status; raises TimeoutExpired if it does not stop in time."""
-        self.request_stop()
-        return self.wait(timeout_s)
-
-    def kill(self) -> None:
-        self.remember_script_workers()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def clean_up(self) -> None:
-        """Stop the worker whatever state it is in, and the script workers it left."""
-        if self.proc.poll() is None:
-            self.remember_script_workers()
-            try:
-                self.terminate(timeout_s=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        for pid in self.script_workers:
-            if "certpilot.issuers.zygote" not in _cmdline(pid):
-                continue  # gone already (and the pid not reused by one of ours)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
