@@ -1,0 +1,81 @@
+"""store.database: engines for both databases (SQLite with foreign keys and WAL), whether a
+database is initialised, and the schema's datetimes: aware UTC in and out, compared and
+ordered as instants whatever offset they were given with."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc, select, text
+
+from certpilot.domain.errors import ConfigurationError
+from certpilot.store.database import create_db_engine, is_initialised, is_sqlite, upgrade
+from certpilot.store.session import Database
+from certpilot.store.tables import LoopHeartbeatRow
+from tests.integration.store.conftest import T0
+
+PLUS_2 = dt.timezone(dt.timedelta(hours=2))
+
+
+def test_a_malformed_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="database URL is not valid"):
+        create_db_engine("not a url at all")
+
+
+def test_is_sqlite_tells_the_backend_by_the_url() -> None:
+    assert is_sqlite("sqlite:////tmp/x.db")
+    assert is_sqlite("sqlite+pysqlite:///relative.db")
+    assert not is_sqlite("postgresql+psycopg://u@h/db")
+
+
+def test_is_initialised_after_upgrade_only(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        assert not is_initialised(engine)
+        upgrade(engine)
+        assert is_initialised(engine)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'certpilot.db'}")
+    try:
+        database.upgrade()
+        with database.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        with pytest.raises(exc.IntegrityError, match="FOREIGN KEY"):
+            with database.transaction() as session:
+                session.execute(text("INSERT INTO profiles (name, script_id, warning_days, default_key, created_at,"
+                                     " updated_at) VALUES ('orphan', 4242, '[]', 'ec:p256', :t, :t)"), {"t": T0})
+    finally:
+        database.dispose()
+
+
+def test_datetimes_come_back_aware_utc_and_compare_as_instants(db: Database) -> None:
+    early_in_plus_2 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=PLUS_2)  # 10:00:00.123456Z
+    later_in_utc = dt.datetime(2026, 3, 1, 11, 0, tzinfo=dt.timezone.utc)
+    with db.transaction() as session:
+        session.add(LoopHeartbeatRow(owner="a", started_at=T0, last_pass_at=later_in_utc))
+        session.add(LoopHeartbeatRow(owner="b", started_at=T0, last_pass_at=early_in_plus_2))
+    with db.read() as session:
+        rows = session.execute(select(LoopHeartbeatRow.owner, LoopHeartbeatRow.last_pass_at)
+                               .order_by(LoopHeartbeatRow.last_pass_at)).all()
+        before_half_past_ten = session.scalars(
+            select(LoopHeartbeatRow.owner)
+            .where(LoopHeartbeatRow.last_pass_at < dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.timezone.utc))).all()
+    assert [owner for owner, _ in rows] == ["b", "a"]
+    assert rows[0][1] == early_in_plus_2 and rows[0][1].tzinfo == dt.timezone.utc
+    assert rows[0][1].microsecond == 123456
+    assert rows[1][1] == later_in_utc and rows[1][1].tzinfo == dt.timezone.utc
+    assert before_half_past_ten == ["b"]
+
+
+def test_a_naive_datetime_is_refused(db: Database) -> None:
+    with pytest.raises(exc.StatementError, match="naive datetime"):
+        with db.transaction() as session:
+            session.add(LoopHeartbeatRow(owner="naive", started_at=dt.datetime(2026, 3, 1, 12, 0)))
+            session.flush()
