@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     lease_margin_s: float = Field(default=60.0, gt=0)  # a lease lasts the script's timeout plus this
     deferred_poll_min_s: float = Field(default=30.0, gt=0)  # the soonest a deferred request is polled again
+    renewal_info_min_check_s: float = Field(default=3600.0, gt=0)  # the soonest the CA's renewal window is asked again
     hsm_key_grace_days: float | None = Field(default=None, ge=0)  # unset: keep while the revision is in history
     script_memory_limit_mb: int = Field(default=2048, ge=0)
     max_in_flight: int = Field(default=64, ge=1)  # script calls in flight per process

@@ -202,6 +202,18 @@ class AwaitingCaOut(BaseModel):
     polls: int
 
 
+class RenewalInfoOut(BaseModel):
+    """The CA's suggested renewal window (ACME Renewal Information, RFC 9773); the window is
+    null when the CA suggests none, `error` the last check's when it failed."""
+
+    window_start: str | None
+    window_end: str | None
+    checked_at: str | None
+    next_check_at: str | None
+    explanation_url: str | None = None
+    error: str | None = None
+
+
 class StatusOut(BaseModel):
     phase: str
     revision: int | None
@@ -217,6 +229,7 @@ class StatusOut(BaseModel):
     awaiting_ca: AwaitingCaOut | None = None
     deployed_revision: int | None = None
     deploy_error: str | None = None
+    renewal_info: RenewalInfoOut | None = None
 
 
 class CertificateOut(BaseModel):

@@ -170,7 +170,20 @@ def show(name: str, json_: JsonFlag = False) -> None:
         ("failures", st["failures"]), ("last error", st["last_error"]),
         ("deployed revision", st["deployed_revision"]), ("deploy error", st["deploy_error"]),
         ("awaiting the CA", _awaiting(st["awaiting_ca"])),
+        ("renewal window", _window(st["renewal_info"])),
     ])
+
+
+def _window(view: dict[str, object] | None) -> str | None:
+    """The CA's suggested renewal window (RFC 9773), where the script asks for one."""
+    if view is None:
+        return None
+    if view["error"]:
+        return f"asking the CA failed: {view['error']} (asking again at {view['next_check_at']})"
+    if view["window_start"] is None:
+        return f"the CA suggests none (asked at {view['checked_at'] or 'not yet'})"
+    return (f"{view['window_start']} to {view['window_end']}, suggested by the CA at {view['checked_at']}; "
+            f"asking again at {view['next_check_at']}")
 
 
 def _awaiting(view: dict[str, object] | None) -> str | None:

@@ -26,7 +26,7 @@ from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import EventKind, Outcome
 from certpilot.policy import Action, Decision, days_left
-from certpilot.services import deployment, hsm, issuance, notifications, scheduling
+from certpilot.services import deployment, hsm, issuance, notifications, renewal_info, scheduling
 from certpilot.services.app import App
 from certpilot.store import schedule
 from certpilot.store.events import record_event
@@ -59,6 +59,10 @@ class Reconciler:
         self._bookkeeping_handlers: dict[Action, Callable[[Session, str, Decision, dt.datetime], None]] = {
             Action.NOTHING: self._nothing, Action.WARN: self._warn, Action.MARK_EXPIRED: self._mark_expired,
             Action.GIVE_UP: self._give_up,
+        }
+        # actions that run files, commands or scripts: outside any transaction, lease held
+        self._unlocked_handlers: dict[Action, Callable[[str], None]] = {
+            Action.DEPLOY: self._deploy, Action.CHECK_RENEWAL_INFO: self._check_renewal_info,
         }
         self._started_at = app.clock.now()
         self._notifications = notifications.Dispatcher(app, self.owner)  # the outbox, in a thread of its own
@@ -225,7 +229,7 @@ class Reconciler:
                 decision = scheduling.decide_now(session, name, now)
                 log.debug("%s: %s (%s)", name, decision.action.value, decision.reason.value)
                 handler = self._bookkeeping_handlers.get(decision.action)
-                if decision.action is Action.DEPLOY:  # files and a command: outside any transaction
+                if decision.action in self._unlocked_handlers:
                     started = None
                 elif handler is None:  # ISSUE, RENEW, POLL: an attempt
                     started = issuance.start(self.app, session, name, owner=self.owner, actor=self.actor)
@@ -237,11 +241,18 @@ class Reconciler:
                         return True
                     continue
             if started is None:
-                deployment.deploy_leased(self.app, name, owner=self.owner, actor=self.actor)
+                self._unlocked_handlers[decision.action](name)
                 continue
             self._attempt(started, decision)
             return True
         return False
+
+    def _deploy(self, name: str) -> None:
+        deployment.deploy_leased(self.app, name, owner=self.owner, actor=self.actor)
+
+    def _check_renewal_info(self, name: str) -> None:
+        """Ask the CA for its suggested renewal window (RFC 9773); the next decision uses it."""
+        renewal_info.check_leased(self.app, name, owner=self.owner)
 
     def _nothing(self, session: Session, name: str, decision: Decision, now: dt.datetime) -> None:
         """Nothing due: `reschedule` saves when something falls due."""

@@ -98,8 +98,20 @@ def certificate_view(cert: Certificate) -> dict[str, Any]:
             "deployed_revision": st.deployed_revision,
             "deploy_error": st.deploy_error,
             "awaiting_ca": awaiting_ca_view(st),
+            "renewal_info": renewal_info_view(st),
         },
     }
+
+
+def renewal_info_view(st: CertificateStatus) -> dict[str, Any] | None:
+    """The CA's suggested renewal window (RFC 9773) for the served revision; None where
+    the script does not ask. `window_start`/`window_end` None: the CA suggests none."""
+    info = st.renewal_info
+    if info is None:
+        return None
+    return {"window_start": timestamp(info.window_start), "window_end": timestamp(info.window_end),
+            "checked_at": timestamp(info.checked_at), "next_check_at": timestamp(info.next_check_at),
+            "explanation_url": info.explanation_url, "error": info.error}
 
 
 def awaiting_ca_view(st: CertificateStatus) -> dict[str, Any] | None:

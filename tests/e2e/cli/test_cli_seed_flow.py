@@ -31,6 +31,7 @@ SPEC_KEYS = {"profile", "subject", "subject_alt_names", "key", "hsm_group", "dyn
 STATUS_KEYS = {
     "phase", "revision", "serial", "not_before", "not_after", "fingerprint_sha256", "expiry_status",
     "renew_at", "next_action_at", "failures", "last_error", "deployed_revision", "deploy_error", "awaiting_ca",
+    "renewal_info",
 }
 TIMESTAMP_KEYS = ("not_before", "not_after", "renew_at", "next_action_at")
 REVISION_KEYS = {"revision", "serial", "not_before", "not_after", "fingerprint_sha256", "public_key_sha256"}
