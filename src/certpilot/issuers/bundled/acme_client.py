@@ -7,6 +7,11 @@ the CSR and returns the full chain. A CA that is still `processing` the order
 when the call's wait runs out answers `Pending`; `certificate_poll` then fetches
 the order again. The CA's own error text is what a failure says.
 
+Where the directory offers `renewalInfo` (ACME Renewal Information, RFC 9773),
+`certificate_renewal_info` answers the CA's suggested renewal window for a certificate
+(the controller renews in it), and a renewal's order names the certificate it
+`replaces`. `acme_profile` is refused unless the directory's `meta.profiles` offers it.
+
 Profile parameters (args_dict):
     directory_url   the ACME server's directory URL (required)
     email           contact address for the account
@@ -23,7 +28,9 @@ Profile parameters (args_dict):
                     script's default 60-s timeout; give the script a longer --timeout for more)
 """
 
+import base64
 import datetime
+import email.utils
 import hashlib
 import http.server
 import json
@@ -33,11 +40,12 @@ import threading
 import time
 
 import josepy as jose
-from acme import challenges, client, errors, messages
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certpilot.issuer import Pending
+from certpilot.issuer import DEFAULT_RENEWAL_INFO_RETRY_AFTER_S, Pending, RenewalWindow
 
 ACCOUNT_KEY = "acme_account_key"
 USER_AGENT = "certpilot-acme"
@@ -307,6 +315,7 @@ def _finish(acme, orderr, deadline, finalize):
             if exc.code != "orderNotReady":
                 raise
     delay = FIRST_POLL_S
+    response = None
     while True:
         body = orderr.body
         if body.status == messages.STATUS_INVALID:
@@ -317,13 +326,143 @@ def _finish(acme, orderr, deadline, finalize):
             return acme._post_as_get(body.certificate).text
         if body.status == messages.STATUS_READY:  # validated meanwhile (orderNotReady before)
             orderr = acme.begin_finalization(orderr)
-        delay = _sleep(delay, deadline)
-        orderr = orderr.update(body=messages.Order.from_json(acme._post_as_get(orderr.uri).json()))
+        try:
+            delay = _sleep(delay, deadline)
+        except errors.TimeoutError:
+            raise _StillProcessing(orderr, _retry_after_s(response) if response is not None else None) from None
+        response = acme._post_as_get(orderr.uri)
+        orderr = orderr.update(body=messages.Order.from_json(response.json()))
 
 
-def _pending(orderr):
+class _StillProcessing(errors.TimeoutError):
+    """The call's wait ran out while the CA processes the order; `retry_after_s` its wish."""
+
+    def __init__(self, orderr, retry_after_s):
+        super().__init__()
+        self.orderr, self.retry_after_s = orderr, retry_after_s
+
+
+DEFAULT_PENDING_S = 60  # a processing order without Retry-After is fetched again after this
+
+
+def _pending(orderr, retry_after_s=None):
     print("the ACME server is still processing order", orderr.uri)
-    raise Pending(retry_after_s=60, cookie=json.dumps({"order": orderr.uri, "csr": orderr.csr_pem.decode()}))
+    raise Pending(retry_after_s=retry_after_s or DEFAULT_PENDING_S,
+                  cookie=json.dumps({"order": orderr.uri, "csr": orderr.csr_pem.decode()}))
+
+
+def _retry_after_s(response):
+    """The response's Retry-After in seconds (delay or HTTP date), or None."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0, int((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()))
+
+
+def _check_profile(acme, wanted):
+    """`acme_profile` only where the directory's meta.profiles offers it."""
+    if not wanted:
+        return
+    offered = sorted(acme.directory.meta.profiles or {})
+    if wanted not in offered:
+        raise RuntimeError(f"the ACME server offers no certificate profile {wanted!r} (profile parameter "
+                           f"'acme_profile'); " + (f"it offers: {', '.join(offered)}" if offered
+                                                   else "its directory lists no profiles"))
+
+
+# --- renewal information (RFC 9773) --------------------------------------------------
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def renewal_certificate_id(cert):
+    """RFC 9773 §4.1: base64url(AKI keyIdentifier) "." base64url(serial's DER content octets)."""
+    aki = cert.extensions.get_extension_for_oid(x509.ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value
+    if not aki.key_identifier:
+        raise ValueError("the certificate's Authority Key Identifier has no keyIdentifier")
+    serial = cert.serial_number
+    # a DER INTEGER: big-endian two's complement, a leading zero byte when the high bit is set
+    serial_der = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+    return _b64url(aki.key_identifier) + "." + _b64url(serial_der)
+
+
+def _renewal_info_url(acme):
+    try:
+        return acme.directory["renewalInfo"]
+    except KeyError:
+        return None
+
+
+class _NewOrder(messages.NewOrder):
+    replaces: str | None = jose.field("replaces", omitempty=True)  # RFC 9773 §5
+
+
+def _new_order(acme, csr_pem, profile, replaces):
+    """The library's new_order, with `replaces` (RFC 9773 §5) when given."""
+    if not replaces:
+        return acme.new_order(csr_pem, profile=profile)
+    csr = x509.load_pem_x509_csr(csr_pem)
+    dns_names, ip_addrs = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+    identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
+    identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip)) for ip in ip_addrs]
+    order = _NewOrder(identifiers=identifiers, profile=profile or "", replaces=replaces)
+    response = acme._post(acme.directory["newOrder"], order)
+    body = messages.Order.from_json(response.json())
+    authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url) for url in body.authorizations]
+    return messages.OrderResource(body=body, uri=response.headers.get("Location"), authorizations=authorizations,
+                                  csr_pem=csr_pem)
+
+
+def _replaces(acme, previous_pem):
+    """The certificate this order replaces, where the server offers ARI; else None."""
+    if not previous_pem or _renewal_info_url(acme) is None:
+        return None
+    try:
+        return renewal_certificate_id(x509.load_pem_x509_certificate(previous_pem.encode()))
+    except ValueError:
+        return None
+
+
+def certificate_renewal_info(cert_pem, args_dict, context):
+    """The CA's suggested renewal window for `cert_pem` (RFC 9773), or None where the
+    directory offers no `renewalInfo`."""
+    acme, _ = _client(args_dict, context.state)
+    base = _renewal_info_url(acme)
+    if base is None:
+        return None
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    url = base.rstrip("/") + "/" + renewal_certificate_id(cert)
+    try:
+        response = acme.net.get(url, content_type="application/json")
+        info = messages.RenewalInfo.from_json(response.json())
+        explanation = response.json().get("explanationURL")
+    except (errors.Error, messages.Error, ValueError, jose.DeserializationError) as exc:
+        raise RuntimeError(f"ACME renewal information from {url}: {exc}") from None
+    window = info.suggested_window
+    print("ACME renewal window", window.start.isoformat(), "to", window.end.isoformat(), "from", url)
+    return RenewalWindow(start=window.start, end=window.end,
+                         retry_after_s=_retry_after_s(response) or DEFAULT_RENEWAL_INFO_RETRY_AFTER_S,
+                         explanation_url=explanation if isinstance(explanation, str) else None)
+
+
+def _new_order_once(acme, csr_pem, profile, replaces):
+    """A new order; one the server refuses to let replace the old certificate (replaced
+    already) is placed again without `replaces`."""
+    try:
+        return _new_order(acme, csr_pem, profile, replaces)
+    except messages.Error as exc:
+        if not replaces or exc.code != "alreadyReplaced":
+            raise
+        print("ACME: the previous certificate was replaced already; ordering without 'replaces'")
+        return _new_order(acme, csr_pem, profile, None)
 
 
 def certificate_request(csr, common_name, args_dict, context):
@@ -333,8 +472,10 @@ def certificate_request(csr, common_name, args_dict, context):
         raise ValueError(f"challenge {kind!r} is not supported: use http-01 or dns-01")
     solver = _Http01(args_dict) if kind == "http-01" else _Dns01(args_dict)
     wanted = challenges.HTTP01 if kind == "http-01" else challenges.DNS01
+    _check_profile(acme, args_dict.get("acme_profile"))
     try:
-        orderr = acme.new_order(csr.encode(), profile=args_dict.get("acme_profile") or None)
+        orderr = _new_order_once(acme, csr.encode(), args_dict.get("acme_profile") or None,
+                                 _replaces(acme, context.previous_certificate))
         answers = []
         for authzr in orderr.authorizations:
             if authzr.body.status == messages.STATUS_VALID:
@@ -352,8 +493,8 @@ def certificate_request(csr, common_name, args_dict, context):
         orderr = _poll_authorizations(acme, orderr, deadline)
         try:
             return _finish(acme, orderr, deadline, finalize=True)
-        except errors.TimeoutError:
-            _pending(orderr)  # validated and finalized: the CA is still processing the order
+        except _StillProcessing as still:
+            _pending(still.orderr, still.retry_after_s)  # validated and finalized: the CA is still processing
     except (errors.Error, messages.Error) as exc:
         raise RuntimeError(_problem(exc)) from None
     finally:
@@ -367,7 +508,7 @@ def certificate_poll(cookie, args_dict, context):
                                     body=messages.Order.from_json(acme._post_as_get(held["order"]).json()))
     try:
         return _finish(acme, orderr, _deadline(args_dict), finalize=False)
-    except errors.TimeoutError:
-        _pending(orderr)
+    except _StillProcessing as still:
+        _pending(still.orderr, still.retry_after_s)
     except (errors.Error, messages.Error) as exc:
         raise RuntimeError(_problem(exc)) from None
