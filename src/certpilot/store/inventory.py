@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from certpilot.domain.model import Phase, RenewalSettings
+from certpilot.domain.model import Outcome, Phase, RenewalSettings
 from certpilot.store.tables import AttemptRow, CertificateRow, CertificateStatusRow, ProfileRow, RevisionRow
 
 
@@ -62,11 +62,15 @@ class FailedAttempt:
     error: str | None
 
 
+FAILED_OUTCOMES = (Outcome.FAILED.value, Outcome.TIMEOUT.value, Outcome.INVALID.value)  # not issued, not deferred
+
+
 def recent_failed_attempts(session: Session, limit: int = 10) -> list[FailedAttempt]:
+    """Newest first; a deferred attempt (the CA will answer later) is no failure."""
     rows = session.execute(
         select(CertificateRow.name, AttemptRow.finished_at, AttemptRow.outcome, AttemptRow.error)
         .join(CertificateRow, CertificateRow.id == AttemptRow.certificate_id)
-        .where(AttemptRow.outcome.is_not(None), AttemptRow.outcome != "issued")
+        .where(AttemptRow.outcome.in_(FAILED_OUTCOMES))
         .order_by(AttemptRow.id.desc())
         .limit(limit)
     )
