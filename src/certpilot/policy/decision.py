@@ -24,7 +24,9 @@ falls due. The chain, in order:
                  healthy certificate that renews on time (by default at 2/3 of its
                  lifetime, which is exactly the 30-day mark for a 90-day
                  certificate) produces no CERT_EXPIRING noise: warnings fire when
-                 the renewal is not happening (not yet due, backing off, deferred)
+                 the renewal is not happening (not yet due, backing off, deferred).
+                 While the time drawn in the CA's window is still ahead the renewal
+                 is on time: no warning until that time has passed
 8. NOTHING       reason BACKOFF_WAITING, DEFERRED_WAITING or NOT_DUE
 
 A certificate is deferred while `deferred_since` is set (or its phase is
@@ -246,8 +248,17 @@ def _check_renewal_info(s: CertificateSnapshot, now: dt.datetime) -> Decision | 
     return None
 
 
+def _is_waiting_for_the_cas_window(s: CertificateSnapshot, now: dt.datetime) -> bool:
+    """The CA suggested a later renewal (RFC 9773) and its time has not come: the renewal is
+    on time, so crossing a warning day is not announced (it is, once the time has passed)."""
+    renew_at = s.renew_at
+    return s.renewal_info_renew_at is not None and renew_at is not None and now < renew_at
+
+
 def _check_warning(s: CertificateSnapshot, now: dt.datetime) -> Decision | None:
     if not s.has_revision or s.not_after is None or is_expired(s.not_after, now):
+        return None
+    if _is_waiting_for_the_cas_window(s, now):
         return None
     crossed = newly_crossed_warnings(s.not_after, now, s.warning_days, s.warned_days)
     if crossed:
@@ -285,9 +296,10 @@ def _wait(s: CertificateSnapshot, now: dt.datetime) -> Decision:
         candidates.append(s.renew_at)
     if s.has_revision and s.not_after is not None and not is_expired(s.not_after, now):
         candidates.append(s.not_after)
-        candidates.append(
-            next_warning_at(s.not_after, now, s.warning_days, s.warned_days)
-        )
+        if _is_waiting_for_the_cas_window(s, now):
+            candidates.append(s.renew_at)  # warnings are looked at again once its time has passed
+        else:
+            candidates.append(next_warning_at(s.not_after, now, s.warning_days, s.warned_days))
     if s.has_revision and s.deploy_pending:
         candidates.append(s.deploy_retry_at)
     if _is_renewal_info_checked(s, now):
