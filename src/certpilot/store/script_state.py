@@ -49,7 +49,12 @@ def apply(session: Session, profile: str, sealer: Sealer, changes: StateChanges,
     """Save one call's changes in the caller's transaction: its deletions always, its
     writes unless the state would then pass `STATE_LIMIT_BYTES` (other calls may have
     written meanwhile). Returns why writes were not saved, or None."""
-    profile_id = session.scalar(select(ProfileRow.id).where(ProfileRow.name == profile))
+    query = select(ProfileRow.id).where(ProfileRow.name == profile)
+    if changes.set:
+        # writing calls of one profile take turns (PostgreSQL; SQLite writes one at a time), so
+        # the bound holds for their sum; NO KEY: inserts that reference the profile go on
+        query = query.with_for_update(key_share=True)
+    profile_id = session.scalar(query)
     if profile_id is None:
         return "the profile is gone: its script state was not saved"
     if changes.deleted:

@@ -127,3 +127,26 @@ def test_two_calls_writing_at_once_both_land(db: Database, sealer: Sealer, two_p
         assert (one.result(timeout=30), two.result(timeout=30)) == (None, None)
     expected = {keys[0]: "first", keys[1]: "second"}  # the same key: the later commit wins
     assert _load(db, sealer, "acme") == expected
+
+
+def test_two_calls_at_once_never_pass_the_bound_together(db: Database, sealer: Sealer, two_profiles: None) -> None:
+    """Each call's writes fit alone, not together: the call recorded second (it waited for,
+    or raced with, the first's uncommitted writes) is refused, on both databases."""
+    big = "x" * (STATE_LIMIT_BYTES * 2 // 3)
+    first_wrote = threading.Event()
+
+    def call(key: str, wait_for: threading.Event | None) -> str | None:
+        if wait_for is not None:
+            assert wait_for.wait(10)
+        with db.transaction() as session:
+            why = script_state.apply(session, "acme", sealer, StateChanges(set={key: big}), T0)
+            if wait_for is None:
+                first_wrote.set()
+                time.sleep(0.3)
+            return why
+
+    with ThreadPoolExecutor(2) as pool:
+        one, two = pool.submit(call, "first", None), pool.submit(call, "second", first_wrote)
+        results = (one.result(timeout=30), two.result(timeout=30))
+    assert results[0] is None and results[1] is not None and "was not saved" in results[1]
+    assert _load(db, sealer, "acme") == {"first": big}
