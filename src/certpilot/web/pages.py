@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.domain.model import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_PENDING_DAYS,
     DEFAULT_WARNING_DAYS,
     SENSITIVE_MASK,
     DeploySettings,
@@ -195,10 +196,12 @@ def _profile_form_page(request: Request, user, *, creating: bool, form: dict, er
                        status_code: int = 200) -> HTMLResponse:
     app = request.app.state.certpilot
     action = "/profiles" if creating else f"/profiles/{form['name']}"
+    # the script's context.state: key names only (values may be secrets, an ACME account key), admins only
+    state_keys = None if creating or user.role is not Role.ADMIN else profile_service.script_state_keys(app, form["name"])
     return render(request, "profile_form.html", title="New profile" if creating else f"Profile {form['name']}",
                   section="Profiles", user=user, creating=creating, form=form, errors=errors or {},
                   scripts=script_service.list_scripts(app), key_specs=KEY_SPECS, action=action,
-                  can_edit=user.role is Role.ADMIN, status_code=status_code)
+                  can_edit=user.role is Role.ADMIN, state_keys=state_keys, status_code=status_code)
 
 
 def _blank_rows(count: int) -> list[dict]:
@@ -209,6 +212,7 @@ def _blank_rows(count: int) -> list[dict]:
 def new_profile(request: Request, user: PageAdmin) -> HTMLResponse:
     form = {"name": "", "script": "", "params": _blank_rows(3), "renew_before_days": None,
             "renew_before_percent": None, "warning_days": ",".join(map(str, DEFAULT_WARNING_DAYS)),
+            "max_pending_days": str(DEFAULT_MAX_PENDING_DAYS),
             "default_key": "ec:p256", "concurrency": str(DEFAULT_CONCURRENCY), "allow_read": "", "allow_write": "",
             **_blank_targets()}
     return _profile_form_page(request, user, creating=True, form=form)
@@ -224,7 +228,7 @@ def profile_page(request: Request, name: str, user: PageViewer) -> HTMLResponse:
     form = {"name": p.name, "script": p.script, "params": rows,
             "renew_before_days": p.renewal.renew_before_days, "renew_before_percent": p.renewal.renew_before_percent,
             "warning_days": ",".join(map(str, p.renewal.warning_days)), "default_key": str(p.default_key),
-            "concurrency": str(p.sandbox.concurrency), "allow_read": "\n".join(p.sandbox.allow_read),
+            "max_pending_days": str(p.renewal.max_pending_days), "concurrency": str(p.sandbox.concurrency), "allow_read": "\n".join(p.sandbox.allow_read),
             "allow_write": "\n".join(p.sandbox.allow_write),
             "deploy_root": p.deploy.root or "", "deploy_command": p.deploy.command or "",
             "deploy_owner": p.deploy.owner or "", "notify_url": "", "notify_url_stored": p.notify.url is not None,
@@ -258,6 +262,7 @@ async def _read_profile_form(request: Request, name: str) -> tuple[dict, list[Pr
             "renew_before_days": str(data.get("renew_before_days", "")),
             "renew_before_percent": str(data.get("renew_before_percent", "")),
             "warning_days": str(data.get("warning_days", "")), "default_key": str(data.get("default_key", "ec:p256")),
+            "max_pending_days": str(data.get("max_pending_days", "")),
             "concurrency": str(data.get("concurrency", "")), "allow_read": str(data.get("allow_read", "")),
             "allow_write": str(data.get("allow_write", "")),
             **{k: str(data.get(k, "")) for k in _blank_targets()},
@@ -300,6 +305,7 @@ def _settings_fields(form: dict) -> dict:
     return {"renew_before_days": number("renew_before_days", int),
             "renew_before_percent": number("renew_before_percent", float),
             "warning_days": warning, "default_key": KeySpec.parse(form["default_key"]),
+            "max_pending_days": number("max_pending_days", int),  # empty: the default (create), kept (update)
             "concurrency": DEFAULT_CONCURRENCY if concurrency is None else concurrency,
             "allow_read": lines("allow_read"), "allow_write": lines("allow_write"), **_targets(form)}
 
