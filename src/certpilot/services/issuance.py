@@ -31,13 +31,14 @@ from certpilot.domain.errors import Conflict, IssuerFailed, KeyBackendError
 from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
 from certpilot.issuers.messages import OPERATION_POLL, OPERATION_REQUEST
+from certpilot.issuers.script_functions import defines_renewal_info
 from certpilot.issuers.runner import Failed, Issued, Pending, ScriptCall, ScriptResult
 from certpilot.pki.checks import IssuedCertificate, check_issued
 from certpilot.policy import next_retry_at
 from certpilot.policy.deferral import next_poll_at
 from certpilot.services import key_backends, scheduling
 from certpilot.services.app import App
-from certpilot.store import attempts, deferrals, schedule, script_state
+from certpilot.store import attempts, deferrals, renewal_info, schedule, script_state
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
 from certpilot.store import scripts as script_repo
@@ -304,9 +305,16 @@ def _record_success(
             kind=EventKind.CERT_ISSUED if first else EventKind.CERT_RENEWED,
             object_type="certificate", object_name=name, details=details,
         )
+        _ask_for_renewal_window(session, job, now)
         scheduling.reschedule(session, name, now)
         schedule.release(session, name, owner)
     return AttemptReport(name, Outcome.ISSUED, number, None, 0)
+
+
+def _ask_for_renewal_window(session: Session, job: _Job, now: dt.datetime) -> None:
+    """A new revision: its renewal window (RFC 9773) is asked for now where the script can."""
+    check_at = now if defines_renewal_info(job.script.source) else None
+    renewal_info.start_over(session, job.certificate.name, check_at=check_at)
 
 
 def _record_failure(
