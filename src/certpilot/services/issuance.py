@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, IssuerFailed, KeyBackendError
-from certpilot.domain.model import Certificate, EventKind, Outcome, Profile, Script
+from certpilot.domain.model import Certificate, CertificateSpec, EventKind, Outcome, Profile, Script
 from certpilot.issuers.capture import scrub
 from certpilot.issuers.messages import OPERATION_POLL, OPERATION_REQUEST
 from certpilot.issuers.script_functions import defines_renewal_info
@@ -41,7 +41,6 @@ from certpilot.services.app import App
 from certpilot.store import attempts, deferrals, renewal_info, schedule, script_state
 from certpilot.store import certificates as repo
 from certpilot.store import profiles as profile_repo
-from certpilot.store import scripts as script_repo
 from certpilot.store.events import record_event
 
 @dataclass(frozen=True)
@@ -66,6 +65,7 @@ class _Job:
     previous_pem: str | None
     deferral: deferrals.Deferral | None = None  # set: this attempt polls the request the CA holds
     state: dict[str, str] | None = None  # the profile's context.state as the attempt began
+    started_at: dt.datetime | None = None  # the attempt row's `started_at` (None: read it)
 
 
 STATE_SCRUB_MIN_CHARS = 16  # context.state values this long are masked in output like secrets
@@ -97,27 +97,38 @@ class Started:
     actor: str
 
 
+def _is_cheap_key(spec: CertificateSpec) -> bool:
+    """Software EC keys take well under a millisecond: made and stored in the transaction
+    that starts the attempt. RSA keys (tens of milliseconds) and HSM keys are made outside
+    it and stored in a transaction of their own, so SQLite's writer is not held for them."""
+    return spec.hsm_group is None and spec.key.algorithm == "ec"
+
+
 def start(app: App, session: Session, name: str, *, owner: str, actor: str) -> Started:
     """In the caller's transaction: claim `name`, load what the attempt needs and open the
-    attempt. Raises `NotFound`, or `Conflict` when another holder has the lease."""
+    attempt (with a cheap new key, see `_is_cheap_key`, stored with it). Raises `NotFound`,
+    or `Conflict` when another holder has the lease."""
     now = app.clock.now()
-    timeout_s = script_repo.timeout_of_certificate_script(session, name)
+    inputs = attempts.load_inputs(session, name, now, app.sealer, lock=True)
     schedule.claim(session, name, owner=owner, now=now,
-                   lease_until=now + dt.timedelta(seconds=timeout_s + app.settings.lease_margin_s))
-    cert = repo.get_certificate(session, name, now, app.sealer)
-    profile = profile_repo.get_profile(session, cert.spec.profile, app.sealer)
-    script = script_repo.get_script(session, profile.script)
-    key = attempts.pending_key(session, name)
-    deferral = deferrals.load(session, name, app.sealer)
-    if deferral is not None and (key is None or schedule.is_renewal_requested(session, name)):
+                   lease_until=now + dt.timedelta(seconds=inputs.script.timeout_s + app.settings.lease_margin_s))
+    cert, key = inputs.certificate, inputs.key
+    deferral = deferrals.of_inputs(inputs, app.sealer)
+    if deferral is not None and (key is None or inputs.renewal_requested):
         deferrals.abandon(session, name)  # a manual renewal (or a lost key) submits afresh
         deferral = None
-    job = _Job(cert, profile, script, key,
-               attempts.spec_context(session, name)["previous_certificate"],  # type: ignore[arg-type]
-               deferral, script_state.load(session, profile.name, app.sealer))
+    new_key = None
+    if key is None and _is_cheap_key(cert.spec):
+        try:
+            key = new_key = key_backends.backend_for(app, cert.spec).new_key(name, cert.spec)
+        except KeyBackendError:
+            pass  # made again (and its failure recorded) when the attempt runs
+    job = _Job(cert, inputs.profile, inputs.script, key, inputs.previous_pem, deferral,
+               script_state.load(session, inputs.profile.name, app.sealer), started_at=now)
     kind = "poll" if deferral is not None else "issue" if cert.status.revision is None else "renew"
     attempt_id = attempts.start_attempt(
-        session, name, key_id=key.key_id if key else None, kind=kind, worker=owner, now=now)
+        session, inputs.cert_id, key_id=key.key_id if key else None, kind=kind, worker=owner, now=now,
+        renewing=cert.status.revision is not None, new_key=new_key)
     return Started(job, attempt_id, owner, actor)
 
 
@@ -251,7 +262,8 @@ def _record_deferral(app: App, job: _Job, attempt_id: int, result: Pending, acto
     with app.db.transaction() as session:
         note = _save_state(app, session, job, result, now)
         deferral = deferrals.record(session, name, app.sealer, attempt_id=attempt_id, cookie=cookie, now=now,
-                                    poll_at=poll_at, output=_with_note(result.output, note))
+                                    poll_at=poll_at, output=_with_note(result.output, note),
+                                    started_at=job.started_at)
         if job.deferral is None:
             record_event(
                 session, at=now, actor=actor, kind=EventKind.CERT_DEFERRED, object_type="certificate",
@@ -294,6 +306,7 @@ def _record_success(
         number = attempts.finish_attempt_issued(
             session, name, attempt_id=attempt_id, key=key, leaf_pem=issued.leaf_pem,
             chain_pem=issued.chain_pem, facts=issued.facts, output=_with_note(result.output, note), now=now,
+            started_at=job.started_at,
         )
         first = job.certificate.status.revision is None
         details: dict[str, object] = {"revision": number, "serial": issued.facts.serial,
@@ -333,6 +346,7 @@ def _record_failure(
         failures = attempts.finish_attempt_failed(
             session, name, attempt_id=attempt_id, outcome=outcome, error=error,
             output=_with_note(result.output, note), now=now, retry_at=retry_at, keep_deferral=keep_deferral,
+            started_at=job.started_at,
         )
         first = job.certificate.status.revision is None
         details: dict[str, object] = {"outcome": outcome.value, "error": error, "failures": failures,

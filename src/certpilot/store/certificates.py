@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import exists, inspect, select
+from sqlalchemy import bindparam, exists, inspect, select, update
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
@@ -405,7 +405,87 @@ def _id(session: Session, name: str) -> int:
     loaded = session.info.get("certificate_rows", {}).get(name)
     if loaded is not None and inspect(loaded).persistent:
         return loaded.id
-    cert_id = session.scalar(select(CertificateRow.id).where(CertificateRow.name == name))
+    ids: dict[str, int] = session.info.setdefault("certificate_ids", {})
+    cert_id = ids.get(name)
+    if cert_id is None:
+        flush_orm(session)
+        cert_id = session.execute(_ID_BY_NAME, {"name_": name}).scalar()
+        if cert_id is None:
+            raise NotFound("certificate", name)
+        ids[name] = cert_id
+    return cert_id
+
+
+# --- Core statements for the renewal loop's hot path ------------------------------------
+# The loop's statements go to the tables (Core), not through ORM object graphs: building,
+# tracking and flushing ORM objects cost most of the controller's CPU per certificate.
+# ORM work and Core statements may meet in one session (a service loads a row, then the
+# loop's helpers write): `flush_orm` before a Core statement, `expire_orm_status` after a
+# Core write to a status or attempt row.
+
+
+# built once with bind parameters: building a statement (and its cache key) per call costs
+# more than running it
+_CERT_TABLE = CertificateRow.__table__
+_STATUS_TABLE = CertificateStatusRow.__table__
+_ID_BY_NAME = select(_CERT_TABLE.c.id).where(_CERT_TABLE.c.name == bindparam("name_"))
+_LOCK_BY_NAME = _ID_BY_NAME.with_for_update()
+_UPDATE_STATUS = update(_STATUS_TABLE).where(_STATUS_TABLE.c.certificate_id == bindparam("cid_"))
+
+
+def update_status(session: Session, cert_id: int, values: Mapping[str, object]) -> int:
+    """Set `values` (columns of the status table) on `cert_id`'s status row (Core: flush
+    the ORM first, expire its loaded rows after). Returns the rows changed (0 or 1)."""
+    flush_orm(session)
+    changed = session.execute(_UPDATE_STATUS, {"cid_": cert_id, **values}).rowcount
+    expire_orm_status(session)
+    return int(changed)
+
+
+def remember_id(session: Session, name: str, cert_id: int) -> None:
+    """`name`'s id, known from a row just read: `_id` needs no statement for it."""
+    session.info.setdefault("certificate_ids", {})[name] = cert_id
+
+
+def flush_orm(session: Session) -> None:
+    """Write what ORM objects of this session changed, so that a Core statement sees it."""
+    if session.new or session.deleted or session.dirty:
+        session.flush()
+
+
+def expire_orm_status(session: Session) -> None:
+    """Status and attempt rows loaded through the ORM are stale after a Core write."""
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, (CertificateStatusRow, AttemptRow)):
+            session.expire(loaded)
+
+
+def lock_certificate(session: Session, name: str) -> int:
+    """`name`'s id, with its certificate row locked until the transaction ends (PostgreSQL;
+    SQLite's writer holds the database). Raises `NotFound`."""
+    flush_orm(session)
+    query = _LOCK_BY_NAME if session.get_bind().dialect.name == "postgresql" else _ID_BY_NAME
+    cert_id = session.execute(query, {"name_": name}).scalar()
     if cert_id is None:
         raise NotFound("certificate", name)
+    remember_id(session, name, cert_id)
     return cert_id
+
+
+def stored_key(row: Any) -> StoredKey:
+    """A `StoredKey` from a row of the keys table (with `hsm_group` labelled)."""
+    return StoredKey(
+        key_id=row.id, backend=row.backend, key_spec=KeySpec.parse(row.key_spec),
+        private_key_sealed=row.private_key_sealed, public_key_sha256=row.public_key_sha256, csr_pem=row.csr_pem,
+        hsm_group=row.hsm_group, pkcs11_label=row.pkcs11_label, pkcs11_id=row.pkcs11_id,
+    )
+
+
+def certificate_from_parts(cert: SimpleNamespace, status: SimpleNamespace, revision: SimpleNamespace | None,
+                           profile: SimpleNamespace, params: list[SimpleNamespace], now: dt.datetime,
+                           sealer: Sealer | None) -> Certificate:
+    """The certificate from Core rows of its tables, one namespace per row (`revision` None
+    when none is served): through the same `_to_certificate` as the ORM graph."""
+    status.current_revision = revision
+    cert.status, cert.profile, cert.dynamic_params = status, profile, params
+    return _to_certificate(cert, now, sealer)  # type: ignore[arg-type]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from certpilot.domain.model import Outcome, Phase
 from certpilot.keys.sealing import Sealer
-from certpilot.store.attempts import _finish, clear_deferral
-from certpilot.store.certificates import _row
-from certpilot.store.tables import AttemptRow
+from certpilot.store.attempts import _STATUS, CLEARED_DEFERRAL, AttemptInputs, _finish
+from certpilot.store.certificates import _id, flush_orm, lock_certificate, update_status
+
+_STORED = select(_STATUS.c.deferred_cookie_sealed, _STATUS.c.deferred_since, _STATUS.c.deferred_poll_at,
+                 _STATUS.c.deferred_polls).where(_STATUS.c.certificate_id == bindparam("cid_"))
 
 
 def cookie_identity(certificate_id: int) -> str:
@@ -31,46 +34,58 @@ class Deferral:
     polls: int
 
 
+def _opened(cert_id: int, sealed: bytes | None, since: dt.datetime | None, poll_at: dt.datetime | None,
+            polls: int, sealer: Sealer) -> Deferral | None:
+    if since is None:
+        return None
+    cookie = sealer.open_text(sealed, cookie_identity(cert_id)) if sealed else ""
+    return Deferral(cookie, since, poll_at, polls)
+
+
+def of_inputs(inputs: AttemptInputs, sealer: Sealer) -> Deferral | None:
+    """The request the CA holds, from what an attempt loaded (cookie opened); None when none."""
+    return _opened(inputs.cert_id, inputs.deferred_cookie_sealed, inputs.deferred_since, inputs.deferred_poll_at,
+                   inputs.deferred_polls, sealer)
+
+
 def load(session: Session, name: str, sealer: Sealer) -> Deferral | None:
     """The request the CA holds for `name`, cookie opened; None when there is none."""
-    row = _row(session, name)
-    st = row.status
-    if st.deferred_since is None:
-        return None
-    cookie = sealer.open_text(st.deferred_cookie_sealed, cookie_identity(row.id)) if st.deferred_cookie_sealed else ""
-    return Deferral(cookie, st.deferred_since, st.deferred_poll_at, st.deferred_polls)
+    cert_id = _id(session, name)
+    flush_orm(session)
+    st = session.execute(_STORED, {"cid_": cert_id}).one()
+    return _opened(cert_id, st.deferred_cookie_sealed, st.deferred_since, st.deferred_poll_at,
+                   st.deferred_polls or 0, sealer)
 
 
 def record(
     session: Session, name: str, sealer: Sealer, *, attempt_id: int, cookie: str | None, now: dt.datetime,
-    poll_at: dt.datetime, output: str | None,
+    poll_at: dt.datetime, output: str | None, started_at: dt.datetime | None = None,
 ) -> Deferral:
     """The CA answered `Pending`: keep (or replace, when `cookie` is not None) the sealed
     cookie, set the next poll, count the answer, finish the attempt as deferred."""
-    row = _row(session, name, for_update=True)
-    st = row.status
+    cert_id = lock_certificate(session, name)
+    st = session.execute(_STORED, {"cid_": cert_id}).one()
+    values: dict[str, object] = {"deferred_poll_at": poll_at, "phase": Phase.DEFERRED.value,
+                                 "renewal_requested": False}
     if cookie is not None:
-        st.deferred_cookie_sealed = sealer.seal_text(cookie, cookie_identity(row.id))
+        values["deferred_cookie_sealed"] = sealer.seal_text(cookie, cookie_identity(cert_id))
     if st.deferred_since is None:
-        st.deferred_since = now
-        st.deferred_polls = 0
+        since, polls = now, 0
+        values["deferred_since"] = now
     else:
-        st.deferred_polls += 1
-    st.deferred_poll_at = poll_at
-    st.phase = Phase.DEFERRED.value
-    st.renewal_requested = False
-    attempt = session.get(AttemptRow, attempt_id)
-    assert attempt is not None
-    _finish(attempt, Outcome.DEFERRED, now, None, output)
-    session.flush()
-    return Deferral(cookie or "", st.deferred_since, poll_at, st.deferred_polls)
+        since, polls = st.deferred_since, (st.deferred_polls or 0) + 1
+    values["deferred_polls"] = polls
+    _finish(session, attempt_id, started_at, Outcome.DEFERRED, now, None, output)
+    update_status(session, cert_id, values)
+    return Deferral(cookie or "", since, poll_at, polls)
 
 
 def abandon(session: Session, name: str) -> bool:
     """Forget the request the CA holds for `name` (a manual renewal submits afresh).
     Returns whether there was one."""
-    st = _row(session, name).status
-    if st.deferred_since is None:
+    cert_id = _id(session, name)
+    flush_orm(session)
+    if session.execute(_STORED, {"cid_": cert_id}).one().deferred_since is None:
         return False
-    clear_deferral(st)
+    update_status(session, cert_id, CLEARED_DEFERRAL)
     return True

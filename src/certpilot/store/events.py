@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from certpilot.domain.model import Event, EventKind
+from certpilot.policy.notification import is_notified
 from certpilot.store import outbox
 from certpilot.store.tables import EventRow
+
+_INSERT_EVENT = insert(EventRow.__table__)
 
 
 def record_event(
@@ -23,12 +26,18 @@ def record_event(
     object_name: str,
     details: Mapping[str, object] | None = None,
 ) -> None:
-    row = EventRow(
-        at=at, actor=actor, kind=kind.value, object_type=object_type,
-        object_name=object_name, details=dict(details or {}),
-    )
-    session.add(row)
-    outbox.add_for_event(session, row)  # a notification exists exactly when its event does
+    values = {"at": at, "actor": actor, "kind": kind.value, "object_type": object_type,
+              "object_name": object_name, "details": dict(details or {})}
+    if object_type == "certificate" and is_notified(kind.value, values["details"]):  # type: ignore[arg-type]
+        row = EventRow(**values)
+        session.add(row)
+        outbox.add_for_event(session, row)  # a notification exists exactly when its event does
+        return
+    # most events notify no one (an issued or renewed certificate): one Core INSERT, after
+    # whatever the session holds, so that events keep their order
+    if session.new:
+        session.flush()
+    session.execute(_INSERT_EVENT, values)
 
 
 def list_events(

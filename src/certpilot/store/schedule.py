@@ -11,67 +11,79 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from types import SimpleNamespace
+
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from certpilot.domain.errors import Conflict
+from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import Phase
 from certpilot.policy import CertificateSnapshot
-from certpilot.store.certificates import _id, _row
+from certpilot.store.certificates import _id, expire_orm_status, flush_orm, remember_id, update_status
 from certpilot.store.profiles import renewal_of
-from certpilot.store.tables import CertificateRow, CertificateStatusRow, ProfileRow
+from certpilot.store.tables import CertificateRow, CertificateStatusRow, ProfileRow, RevisionRow
+
+# Core statements on the tables (see `store.certificates`, "Core statements"): the loop
+# runs these for every certificate it looks at
+_CERTS: Table = CertificateRow.__table__  # type: ignore[assignment]
+_STATUS: Table = CertificateStatusRow.__table__  # type: ignore[assignment]
+_PROFILES: Table = ProfileRow.__table__  # type: ignore[assignment]
+_REVISIONS: Table = RevisionRow.__table__  # type: ignore[assignment]
+
+
+def _set_status(session: Session, name: str, **values: object) -> None:
+    update_status(session, _id(session, name), values)
+
+
+# built once with bind parameters (see `store.certificates`)
+_CLAIM = (
+    update(_STATUS).where(_STATUS.c.certificate_id == bindparam("cid_"))
+    .where(or_(_STATUS.c.lease_owner.is_(None), _STATUS.c.lease_owner == bindparam("holder_"),
+               _STATUS.c.lease_expires_at < bindparam("now_")))
+)
+_RELEASE = (update(_STATUS).where(_STATUS.c.certificate_id == bindparam("cid_"))
+            .where(_STATUS.c.lease_owner == bindparam("holder_")))
+_LEASE = select(_STATUS.c.lease_owner, _STATUS.c.lease_expires_at).where(_STATUS.c.certificate_id == bindparam("cid_"))
+_RENEWAL_REQUESTED = select(_STATUS.c.renewal_requested).where(_STATUS.c.certificate_id == bindparam("cid_"))
+_WARNED_DAYS = select(_STATUS.c.warned_days).where(_STATUS.c.certificate_id == bindparam("cid_"))
+_SERVED_NOT_AFTER = (select(_REVISIONS.c.not_after).join(_STATUS, _STATUS.c.current_revision_id == _REVISIONS.c.id)
+                     .where(_STATUS.c.certificate_id == bindparam("cid_")))
 
 
 def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_until: dt.datetime) -> None:
     """Take the lease on `name`, or raise `Conflict` while another live worker holds it."""
     cert_id = _id(session, name)
-    taken = session.execute(
-        update(CertificateStatusRow)
-        .where(CertificateStatusRow.certificate_id == cert_id)
-        .where(
-            or_(
-                CertificateStatusRow.lease_owner.is_(None),
-                CertificateStatusRow.lease_owner == owner,
-                CertificateStatusRow.lease_expires_at < now,
-            )
-        )
-        .values(lease_owner=owner, lease_expires_at=lease_until)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    flush_orm(session)
+    taken = session.execute(_CLAIM, {"cid_": cert_id, "holder_": owner, "now_": now,
+                                     "lease_owner": owner, "lease_expires_at": lease_until}).rowcount
     if not taken:
         raise Conflict(f"certificate {name!r} is being worked on by another worker; try again shortly")
-    for loaded in list(session.identity_map.values()):  # status rows loaded before the UPDATE are stale
-        if isinstance(loaded, CertificateStatusRow):
-            session.expire(loaded)
+    expire_orm_status(session)  # status rows loaded before the UPDATE are stale
 
 
 def is_leased(session: Session, name: str, now: dt.datetime) -> bool:
     """Some live holder has the lease on `name`."""
-    status = session.get(CertificateStatusRow, _id(session, name))
-    return bool(status and status.lease_owner and status.lease_expires_at and status.lease_expires_at >= now)
+    flush_orm(session)
+    lease = session.execute(_LEASE, {"cid_": _id(session, name)}).first()
+    return bool(lease and lease.lease_owner and lease.lease_expires_at and lease.lease_expires_at >= now)
 
 
 def is_renewal_requested(session: Session, name: str) -> bool:
-    return bool(_row(session, name).status.renewal_requested)
+    flush_orm(session)
+    return bool(session.execute(_RENEWAL_REQUESTED, {"cid_": _id(session, name)}).scalar())
 
 
 def release(session: Session, name: str, owner: str) -> None:
-    session.execute(
-        update(CertificateStatusRow)
-        .where(CertificateStatusRow.certificate_id == _id(session, name))
-        .where(CertificateStatusRow.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    cert_id = _id(session, name)
+    flush_orm(session)
+    session.execute(_RELEASE, {"cid_": cert_id, "holder_": owner, "lease_owner": None, "lease_expires_at": None})
+    expire_orm_status(session)
 
 
 def release_all(session: Session, owner: str) -> None:
-    session.execute(
-        update(CertificateStatusRow)
-        .where(CertificateStatusRow.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    flush_orm(session)
+    session.execute(update(_STATUS).where(_STATUS.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None))
+    expire_orm_status(session)
 
 
 @dataclass(frozen=True)
@@ -93,68 +105,88 @@ def claim_due(
     are not capped); a profile without room is not looked at."""
     room = dict(room or {})
     full = [name for name, free in room.items() if free <= 0]
-    st = CertificateStatusRow
+    st = _STATUS
     due = (
-        select(st.certificate_id, ProfileRow.name)
-        .join(CertificateRow, CertificateRow.id == st.certificate_id)
-        .join(ProfileRow, ProfileRow.id == CertificateRow.profile_id)
-        .where(st.next_action_at <= now)
-        .where(or_(st.lease_owner.is_(None), st.lease_expires_at < now))
-        .order_by(st.next_action_at)
+        select(st.c.certificate_id, _CERTS.c.name, _PROFILES.c.name)
+        .join(_CERTS, _CERTS.c.id == st.c.certificate_id)
+        .join(_PROFILES, _PROFILES.c.id == _CERTS.c.profile_id)
+        .where(st.c.next_action_at <= now)
+        .where(or_(st.c.lease_owner.is_(None), st.c.lease_expires_at < now))
+        .order_by(st.c.next_action_at)
         .limit(limit * CANDIDATES_PER_SLOT if room else limit)
     )
     if full:
-        due = due.where(ProfileRow.name.not_in(full))
+        due = due.where(_PROFILES.c.name.not_in(full))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True, of=st)
-    picked: dict[int, str] = {}
-    for cert_id, profile in session.execute(due):
+    flush_orm(session)
+    picked: dict[int, Claimed] = {}
+    for cert_id, name, profile in session.execute(due):
         if len(picked) >= limit:
             break
         if profile in room:
             if room[profile] <= 0:
                 continue
             room[profile] -= 1
-        picked[cert_id] = profile
+        picked[cert_id] = Claimed(name, profile)
     if not picked:
         return []
     session.execute(
-        update(st)
-        .where(st.certificate_id.in_(picked))
-        .values(lease_owner=owner, lease_expires_at=lease_until)
-        .execution_options(synchronize_session=False)
+        update(st).where(st.c.certificate_id.in_(picked)).values(lease_owner=owner, lease_expires_at=lease_until)
     )
-    rows = session.execute(select(CertificateRow.id, CertificateRow.name).where(CertificateRow.id.in_(picked)))
-    names = {cert_id: name for cert_id, name in rows}
-    return [Claimed(names[cert_id], profile) for cert_id, profile in picked.items()]
+    expire_orm_status(session)
+    return list(picked.values())
 
 
 def profile_concurrency(session: Session) -> dict[str, int]:
     """Each profile's most calls in flight per controller process."""
-    return {name: concurrency for name, concurrency in session.execute(select(ProfileRow.name, ProfileRow.concurrency))}
+    return {name: concurrency for name, concurrency in session.execute(select(_PROFILES.c.name, _PROFILES.c.concurrency))}
 
 
 def earliest_next_action(session: Session, now: dt.datetime) -> dt.datetime | None:
     """When this loop may find work next: the earliest `next_action_at` among
     certificates no live worker holds, or the earliest expiry of a live lease."""
-    st = CertificateStatusRow
-    free = session.scalar(
+    st = _STATUS.c
+    free = session.execute(
         select(func.min(st.next_action_at)).where(or_(st.lease_owner.is_(None), st.lease_expires_at < now))
-    )
-    leased = session.scalar(select(func.min(st.lease_expires_at)).where(st.lease_expires_at >= now))
+    ).scalar()
+    leased = session.execute(select(func.min(st.lease_expires_at)).where(st.lease_expires_at >= now)).scalar()
     return min((t for t in (free, leased) if t is not None), default=None)
 
 
 def postpone(session: Session, name: str, until: dt.datetime) -> None:
     """Look at `name` again no sooner than `until` (after an unexpected error)."""
-    _row(session, name).status.next_action_at = until
+    _set_status(session, name, next_action_at=until)
+
+
+_SNAPSHOT_QUERY = (
+    select(_CERTS.c.id.label("c__id"), *[c.label(f"s__{c.name}") for c in _STATUS.c],
+           *[c.label(f"r__{c.name}") for c in _REVISIONS.c if c.name not in ("leaf_pem", "chain_pem", "csr_pem")],
+           *[c.label(f"p__{c.name}") for c in _PROFILES.c])
+    .select_from(_CERTS.join(_STATUS, _STATUS.c.certificate_id == _CERTS.c.id)
+                 .join(_PROFILES, _PROFILES.c.id == _CERTS.c.profile_id)
+                 .outerjoin(_REVISIONS, _REVISIONS.c.id == _STATUS.c.current_revision_id))
+)
+
+_SNAPSHOT_BY_NAME = _SNAPSHOT_QUERY.where(_CERTS.c.name == bindparam("name_"))
+
+
+def _parts(found: object, *prefixes: str) -> list[SimpleNamespace]:
+    mapping = found._mapping  # type: ignore[attr-defined]
+    return [SimpleNamespace(**{k[len(p):]: v for k, v in mapping.items() if k.startswith(p)}) for p in prefixes]
 
 
 def snapshot(session: Session, name: str) -> CertificateSnapshot:
-    """What the policy needs to know about `name`, loaded."""
-    row = _row(session, name)
-    st = row.status
-    rev = st.current_revision
+    """What the policy needs to know about `name`, loaded (one statement: the status, the
+    served revision without its PEMs, the profile)."""
+    flush_orm(session)
+    found = session.execute(_SNAPSHOT_BY_NAME, {"name_": name}).first()
+    if found is None:
+        raise NotFound("certificate", name)
+    cert, st, revision, profile = _parts(found, "c__", "s__", "r__", "p__")
+    remember_id(session, name, cert.id)
+    row = SimpleNamespace(profile=profile)
+    rev = revision if st.current_revision_id is not None else None
     return CertificateSnapshot(
         phase=Phase(st.phase),
         has_revision=rev is not None,
@@ -178,22 +210,19 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
 
 def set_next_action(session: Session, name: str, at: dt.datetime) -> None:
     """When the loop looks at `name` next."""
-    _row(session, name).status.next_action_at = at
+    _set_status(session, name, next_action_at=at)
 
 
 def record_warnings(session: Session, name: str, days: tuple[int, ...]) -> None:
-    row = _row(session, name)
-    row.status.warned_days = sorted(set(row.status.warned_days or ()) | set(days), reverse=True)
-    session.flush()
+    flush_orm(session)
+    warned = session.execute(_WARNED_DAYS, {"cid_": _id(session, name)}).scalar()
+    _set_status(session, name, warned_days=sorted(set(warned or ()) | set(days), reverse=True))
 
 
 def mark_expired(session: Session, name: str) -> None:
-    row = _row(session, name)
-    row.status.phase = Phase.EXPIRED.value
-    row.status.expired_event_recorded = True
-    session.flush()
+    _set_status(session, name, phase=Phase.EXPIRED.value, expired_event_recorded=True)
 
 
 def served_not_after(session: Session, name: str) -> dt.datetime | None:
-    rev = _row(session, name).status.current_revision
-    return rev.not_after if rev else None
+    flush_orm(session)
+    return session.execute(_SERVED_NOT_AFTER, {"cid_": _id(session, name)}).scalar()
