@@ -1,8 +1,13 @@
-"""Who is calling: a Bearer API token (or, for the web UI, its session), and may they."""
+"""Who is calling: a Bearer API token (or, for the web UI, its session), and may they.
+
+Only `current_principal` touches the database (the token's lookup, in the thread pool).
+`certpilot_app` and the role check are `async def`: they only read what is at hand, and a
+plain `def` would cost each request one more trip through the thread pool.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -15,8 +20,12 @@ from certpilot.services.users import SESSION_PRINCIPAL_KEY, authenticate_token
 _bearer = HTTPBearer(auto_error=False, description="An API token from `certpilot token create` or POST /api/v1/tokens")
 
 
-def certpilot_app(request: Request) -> App:
+def app_of(request: Request) -> App:
     return request.app.state.certpilot  # type: ignore[no-any-return]
+
+
+async def certpilot_app(request: Request) -> App:
+    return app_of(request)
 
 
 def current_principal(
@@ -24,7 +33,7 @@ def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is not None:
-        return authenticate_token(certpilot_app(request), credentials.credentials)
+        return authenticate_token(app_of(request), credentials.credentials)
     from_session = request.scope.get(SESSION_PRINCIPAL_KEY)
     if isinstance(from_session, Principal):
         return from_session
@@ -32,10 +41,10 @@ def current_principal(
                         headers={"WWW-Authenticate": "Bearer"})
 
 
-def require(role: Role) -> Callable[..., Principal]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets `role` and the roles above it through, and answers 403 to the rest."""
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.role.allows(role):
             raise HTTPException(403, f"this needs the {role.value} role; {principal.username} is {principal.role.value}")
         return principal

@@ -23,7 +23,12 @@ def timestamp(value: dt.datetime | None) -> str | None:
     """RFC 3339 UTC with a `Z`, to the second."""
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not _UTC:  # the store's values are UTC already: a list page has hundreds
+        value = value.astimezone(_UTC)
+    return value.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+_UTC = dt.timezone.utc
 
 
 def script_view(script: Script) -> dict[str, Any]:
