@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, exc, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from certpilot.domain.errors import ConfigurationError
+from certpilot.domain.errors import ConfigurationError, Conflict
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -53,6 +54,19 @@ def create_db_engine(url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def add_named(session: Session, row: object, is_taken: Callable[[], bool], conflict: str) -> None:
+    """Add and flush `row`, whose unique name was free when checked. Another transaction may
+    have taken it meanwhile (PostgreSQL: the insert waits for that one, then fails):
+    `Conflict(conflict)` then, as for the check; any other integrity error as it is."""
+    try:
+        with session.begin_nested():  # the failed insert undone alone: `is_taken` can still ask
+            session.add(row)
+    except exc.IntegrityError:
+        if is_taken():
+            raise Conflict(conflict) from None
+        raise
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -13,6 +13,7 @@ from certpilot.domain.model import HsmGroup
 from certpilot.keys.pkcs11_backend import TokenRef
 from certpilot.keys.sealing import Sealer
 from certpilot.store.certificates import StoredKey, _id, get_key
+from certpilot.store.database import add_named
 from certpilot.store.tables import CertificateRow, CertificateStatusRow, HsmGroupRow, KeyRow, RevisionRow
 
 
@@ -34,7 +35,10 @@ def _row(session: Session, name: str) -> HsmGroupRow:
 
 def add_group(session: Session, sealer: Sealer, *, name: str, module_path: str, token_label: str, pin: str,
               now: dt.datetime, module_env: dict[str, str] | None = None) -> HsmGroup:
-    if session.scalar(select(exists().where(HsmGroupRow.name == name))):
+    def is_taken() -> bool:
+        return bool(session.scalar(select(exists().where(HsmGroupRow.name == name))))
+
+    if is_taken():
         raise Conflict(f"HSM group {name!r} exists already")
     module_env = dict(module_env or {})
     # a process loads a module once, with one environment: the groups on it must agree
@@ -48,8 +52,7 @@ def add_group(session: Session, sealer: Sealer, *, name: str, module_path: str, 
     row = HsmGroupRow(id=row_id, name=name, module_path=module_path, token_label=token_label,
                       pin_sealed=sealer.seal_text(pin, pin_identity(row_id)), created_at=now, updated_at=now,
                       module_env=module_env)
-    session.add(row)
-    session.flush()
+    add_named(session, row, is_taken, f"HSM group {name!r} exists already")
     return _to_group(row)
 
 

@@ -20,6 +20,7 @@ from certpilot.domain.model import (
     SandboxSettings,
 )
 from certpilot.keys.sealing import Sealer
+from certpilot.store.database import add_named
 from certpilot.store.scripts import _row as _script_row
 from certpilot.store.tables import CertificateRow, ProfileParamRow, ProfileRow
 
@@ -123,7 +124,10 @@ def add_profile(
     deploy: DeploySettings = DeploySettings(),
     notify: NotifySettings = NotifySettings(),
 ) -> Profile:
-    if session.scalar(select(exists().where(ProfileRow.name == name))):
+    def is_taken() -> bool:
+        return bool(session.scalar(select(exists().where(ProfileRow.name == name))))
+
+    if is_taken():
         raise Conflict(f"profile {name!r} exists already")
     row = ProfileRow(
         name=name,
@@ -141,8 +145,7 @@ def add_profile(
         params=_param_rows(params, sealer),
     )
     _set_deploy_notify(row, sealer, deploy, notify)
-    session.add(row)
-    session.flush()
+    add_named(session, row, is_taken, f"profile {name!r} exists already")
     return _to_profile(row, None)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import Script
+from certpilot.store.database import add_named
 from certpilot.store.tables import CertificateRow, ProfileRow, ScriptRow
 
 
@@ -28,14 +29,16 @@ def _row(session: Session, name: str) -> ScriptRow:
 
 
 def add_script(session: Session, name: str, source: str, timeout_s: int, now: dt.datetime) -> Script:
-    if session.scalar(select(exists().where(ScriptRow.name == name))):
+    def is_taken() -> bool:
+        return bool(session.scalar(select(exists().where(ScriptRow.name == name))))
+
+    if is_taken():
         raise Conflict(f"script {name!r} exists already")
     row = ScriptRow(
         name=name, kind="python", source=source, sha256=hashlib.sha256(source.encode()).hexdigest(),
         timeout_s=timeout_s, created_at=now, updated_at=now,
     )
-    session.add(row)
-    session.flush()
+    add_named(session, row, is_taken, f"script {name!r} exists already")
     return _to_script(row)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import ApiToken, Role, User
+from certpilot.store.database import add_named
 from certpilot.store.tables import ApiTokenRow, UserRow, WebSessionRow
 
 
@@ -32,11 +33,13 @@ def _user_row(session: Session, username: str) -> UserRow:
 
 
 def add_user(session: Session, username: str, password_hash: str, role: str, now: dt.datetime) -> User:
-    if session.scalar(select(exists().where(UserRow.username == username))):
+    def is_taken() -> bool:
+        return bool(session.scalar(select(exists().where(UserRow.username == username))))
+
+    if is_taken():
         raise Conflict(f"user {username!r} exists already")
     row = UserRow(username=username, password_hash=password_hash, role=role, created_at=now, disabled=False)
-    session.add(row)
-    session.flush()
+    add_named(session, row, is_taken, f"user {username!r} exists already")
     return _to_user(row)
 
 

@@ -1,5 +1,6 @@
-"""Fixtures for the store modules' own tests: one migrated database per test module and
-backend (SQLite file, PostgreSQL schema), emptied after each test, and `Seed`, which
+"""Fixtures for the store modules' own tests: one migrated database per backend for the
+whole run (SQLite file, PostgreSQL schema: migrating is the slow part), emptied after
+each test, and `Seed`, which
 writes the rows a test needs through the store's own functions or, for what the
 attempt protocol writes (keys, revisions, attempts), as plain rows.
 """
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, delete, text
@@ -34,9 +38,9 @@ from tests.conftest import _postgres_schema_url, missing
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database for the whole test module."""
+    """A migrated database for the store tests of this run."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'certpilot.db'}"
         database = Database(url)
@@ -60,18 +64,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     admin.dispose()
 
 
-@pytest.fixture(scope="module")
-def _module_db(store_url: str) -> Iterator[Database]:
+@pytest.fixture(scope="session")
+def _shared_db(store_url: str) -> Iterator[Database]:
     database = Database(store_url)
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def db(_module_db: Database) -> Iterator[Database]:
-    """The module's database, empty at the start of each test."""
-    yield _module_db
-    with _module_db.transaction() as session:
+def db(_shared_db: Database) -> Iterator[Database]:
+    """The shared database, empty at the start of each test."""
+    yield _shared_db
+    with _shared_db.transaction() as session:
         for table in reversed(Base.metadata.sorted_tables):
             session.execute(delete(table))
 
@@ -158,3 +162,31 @@ class Seed:
 @pytest.fixture
 def seed(sealer: Sealer) -> Seed:
     return Seed(sealer)
+
+
+def overlapping(db: Database, first: Callable[[Session], object],
+                second: Callable[[Session], object]) -> tuple[object, object]:
+    """Run `first` and `second` each in a transaction of its own (two connections, two
+    threads), `second` while `first` has done its work but not committed. Returns what
+    each returned, or the exception it raised."""
+    first_done = threading.Event()
+
+    def run(work: Callable[[Session], object], wait_for: threading.Event | None) -> object:
+        if wait_for is not None and not wait_for.wait(10):
+            raise TimeoutError("the first transaction never got going")
+        try:
+            with db.transaction() as session:
+                result = work(session)
+                session.flush()
+                if wait_for is None:
+                    first_done.set()
+                    time.sleep(0.3)  # the other transaction runs into this one's uncommitted work
+                return result
+        except Exception as exc:
+            return exc
+        finally:
+            first_done.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        one, two = pool.submit(run, first, None), pool.submit(run, second, first_done)
+        return one.result(timeout=60), two.result(timeout=60)

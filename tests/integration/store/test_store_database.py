@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import exc, select, text
 
 from certpilot.domain.errors import ConfigurationError
-from certpilot.store.database import create_db_engine, is_initialised, is_sqlite, upgrade
+from certpilot.store.database import create_db_engine, is_sqlite
 from certpilot.store.session import Database
 from certpilot.store.tables import LoopHeartbeatRow
 from tests.integration.store.conftest import T0
@@ -28,16 +28,6 @@ def test_is_sqlite_tells_the_backend_by_the_url() -> None:
     assert is_sqlite("sqlite:////tmp/x.db")
     assert is_sqlite("sqlite+pysqlite:///relative.db")
     assert not is_sqlite("postgresql+psycopg://u@h/db")
-
-
-def test_is_initialised_after_upgrade_only(database_url: str) -> None:
-    engine = create_db_engine(database_url)
-    try:
-        assert not is_initialised(engine)
-        upgrade(engine)
-        assert is_initialised(engine)
-    finally:
-        engine.dispose()
 
 
 def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ its environment; a group in use is not removed; which HSM keys are ready to be d
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, KeyBackendError, NotFound
 from certpilot.keys.sealing import Sealer
@@ -15,7 +17,7 @@ from certpilot.store import hsm
 from certpilot.store.certificates import remove_certificate
 from certpilot.store.session import Database
 from certpilot.store.tables import CertificateRow, HsmGroupRow, KeyRow
-from tests.integration.store.conftest import T0, Seed
+from tests.integration.store.conftest import T0, Seed, overlapping
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 ENV = {"SOFTHSM2_CONF": "/etc/softhsm/a.conf"}
@@ -139,3 +141,15 @@ def test_keys_to_retire(db: Database, sealer: Sealer, seed: Seed) -> None:
     with db.transaction() as session:
         remove_certificate(session, "c")
     assert retire(None) == set()
+
+
+def test_two_transactions_adding_one_name_at_once_one_conflicts(db: Database, sealer: Sealer) -> None:
+    def add(label: str) -> Callable[[Session], object]:
+        return lambda session: hsm.add_group(session, sealer, name="g1", module_path=MODULE, token_label=label,
+                                             pin="0000", now=T0, module_env=ENV)
+
+    first, second = overlapping(db, add("first"), add("second"))
+    assert not isinstance(first, Exception)
+    assert isinstance(second, Conflict) and "HSM group 'g1' exists already" in str(second)
+    with db.read() as session:
+        assert [g.token_label for g in hsm.list_groups(session)] == ["first"]

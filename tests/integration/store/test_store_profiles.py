@@ -6,9 +6,11 @@ it; replacing keeps what the caller asks to keep and leaves an unchanged profile
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, InvalidInput, KeyBackendError, NotFound
 from certpilot.domain.model import (
@@ -26,7 +28,7 @@ from certpilot.store import profiles, script_state, scripts
 from certpilot.store.certificates import remove_certificate
 from certpilot.store.session import Database
 from certpilot.store.tables import ProfileParamRow, ProfileRow, ProfileStateRow
-from tests.integration.store.conftest import T0, Seed
+from tests.integration.store.conftest import T0, Seed, overlapping
 
 PARAMS = (
     ProfileParam("directory", "https://ca.example.test/dir"),
@@ -183,3 +185,19 @@ def test_replacing_refuses_what_it_cannot_keep(db: Database, sealer: Sealer, see
         _replace(db, sealer, T0, name="nope")
     with db.read() as session:
         assert profiles.get_profile(session, "corp", sealer).params == PARAMS
+
+
+def test_two_transactions_adding_one_name_at_once_one_conflicts(db: Database, sealer: Sealer, seed: Seed) -> None:
+    with db.transaction() as session:
+        seed.script(session, "s")
+
+    def add(key: str) -> Callable[[Session], object]:
+        return lambda session: profiles.add_profile(
+            session, sealer, name="corp", script="s", params=(), renewal=RENEWAL,
+            default_key=KeySpec.parse(key), sandbox=SANDBOX, now=T0)
+
+    first, second = overlapping(db, add("rsa:2048"), add("ec:p384"))
+    assert not isinstance(first, Exception)
+    assert isinstance(second, Conflict) and "profile 'corp' exists already" in str(second)
+    with db.read() as session:
+        assert [str(p.default_key) for p in profiles.list_profiles(session)] == ["rsa:2048"]

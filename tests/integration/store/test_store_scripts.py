@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 
 import pytest
+from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.store import scripts
 from certpilot.store.session import Database
-from tests.integration.store.conftest import T0, Seed
+from tests.integration.store.conftest import T0, Seed, overlapping
 
 SOURCE = "def certificate_request(csr, common_name, args_dict):\n    return 'é'\n"
 
@@ -94,3 +96,14 @@ def test_the_timeout_of_the_script_that_issues_a_certificate(db: Database, seed:
         assert scripts.timeout_of_certificate_script(session, "b") == 5
         with pytest.raises(NotFound, match="certificate"):
             scripts.timeout_of_certificate_script(session, "missing")
+
+
+def test_two_transactions_adding_one_name_at_once_one_conflicts(db: Database) -> None:
+    def add(source: str) -> Callable[[Session], object]:
+        return lambda session: scripts.add_script(session, "acme", source, 30, T0)
+
+    first, second = overlapping(db, add("# first\n"), add("# second\n"))
+    assert not isinstance(first, Exception)
+    assert isinstance(second, Conflict) and "script 'acme' exists already" in str(second)
+    with db.read() as session:
+        assert [s.source for s in scripts.list_scripts(session)] == ["# first\n"]

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from certpilot.domain.errors import ConfigurationError
 from certpilot.store import heartbeats
+from certpilot.store.database import is_initialised
 from certpilot.store.session import Database
 from certpilot.store.tables import LoopHeartbeatRow
 from tests.integration.store.conftest import T0
@@ -100,8 +101,10 @@ def test_check_ready_says_a_database_without_schema_needs_init(database_url: str
     try:
         with pytest.raises(ConfigurationError, match="no schema.*certpilot init"):
             database.check_ready()
+        assert not is_initialised(database.engine)
         database.upgrade()
         database.check_ready()
+        assert is_initialised(database.engine)
     finally:
         database.dispose()
 

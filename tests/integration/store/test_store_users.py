@@ -6,17 +6,19 @@ its user disabled; times aware UTC on both databases."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 import hashlib
 
 import pytest
 from sqlalchemy import exc, func, select
+from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import Role
 from certpilot.store import users
 from certpilot.store.session import Database
 from certpilot.store.tables import ApiTokenRow, WebSessionRow
-from tests.integration.store.conftest import T0
+from tests.integration.store.conftest import T0, overlapping
 
 HOUR = dt.timedelta(hours=1)
 
@@ -204,3 +206,14 @@ def test_purging_forgets_sessions_ended_before_a_time(db: Database, people: None
     with db.read() as session:
         left = set(session.scalars(select(WebSessionRow.session_sha256)))
     assert left == {sha("revoked-late"), sha("live")}
+
+
+def test_two_transactions_adding_one_name_at_once_one_conflicts(db: Database) -> None:
+    def add(role: Role) -> Callable[[Session], object]:
+        return lambda session: users.add_user(session, "dave", "h", role.value, T0)
+
+    first, second = overlapping(db, add(Role.ADMIN), add(Role.VIEWER))
+    assert not isinstance(first, Exception)
+    assert isinstance(second, Conflict) and "user 'dave' exists already" in str(second)
+    with db.read() as session:
+        assert [(u.username, u.role) for u in users.list_users(session)] == [("dave", Role.ADMIN)]
