@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, exists, inspect, select, update
+from sqlalchemy import Integer, Select, bindparam, exists, inspect, select, update
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
@@ -214,36 +214,36 @@ def list_certificates(
 ) -> list[Certificate]:
     """Ordered by name; `after_name` and `limit` page through the list.
 
-    Read with Core, not the ORM: a page of a list is the API's and the UI's most
-    frequent read, and building ORM objects (with their identity map and state)
-    cost four times the rest of it. The rows are the same columns, in the shape
-    `_to_certificate` reads: the certificate with its status and served revision
-    (never its PEMs), then the page's profiles and dynamic parameters, one query each.
+    Read with Core on the session's connection, not the ORM: a page of a list is the
+    API's and the UI's most frequent read, and building ORM objects (with their identity
+    map and state) cost four times the rest of it. The rows are the columns `_to_certificate`
+    reads, in its shape: the certificate with its status and served revision (never its
+    PEMs, nor the loop's own bookkeeping), then the page's profiles and dynamic parameters,
+    one statement each.
     """
-    query = select(*_LISTED_COLUMNS).select_from(_LISTED_FROM).order_by(_CERTS.c.name)
+    values: dict[str, Any] = {}
     if expiring_within_days is not None:
         # narrow in SQL on the served revision's expiry; the policy's own test decides below
-        horizon = now + dt.timedelta(days=expiring_within_days)
-        query = query.where(_REVISIONS.c.not_after <= horizon)
+        values["horizon"] = now + dt.timedelta(days=expiring_within_days)
     if phase is not None:
-        query = query.where(_STATUS.c.phase == phase.value)
+        values["phase"] = phase.value
     if profile is not None:
-        query = query.where(_CERTS.c.profile_id == _profile_row(session, profile).id)
+        values["profile_id"] = _profile_row(session, profile).id
     if after_name is not None:
-        query = query.where(_CERTS.c.name > after_name)
+        values["after_name"] = after_name
     if limit is not None:
-        query = query.limit(limit)
-    result = session.execute(query)
+        values["limit"] = limit
+    connection = session.connection()  # Core all the way: the ORM's per-statement work is not needed here
+    result = connection.execute(_list_query(frozenset(values)), values)
     groups = _column_groups(list(result.keys()))
     listed = [_listed(row, groups) for row in result]
     if listed:
-        profiles = {p.id: p for p in session.scalars(
-            select(ProfileRow).where(ProfileRow.id.in_({item.profile_id for item in listed})))}
+        profiles = {row.id: SimpleNamespace(**row._asdict()) for row in connection.execute(
+            _PAGE_PROFILES, {"ids": list({item.profile_id for item in listed})})}
         for item in listed:
             item.profile = profiles[item.profile_id]
         params: dict[int, list[Any]] = {item.id: item.dynamic_params for item in listed}
-        dynamic = select(_DYNAMIC).where(_DYNAMIC.c.certificate_id.in_(list(params)))
-        for param in session.execute(dynamic):
+        for param in connection.execute(_PAGE_PARAMS, {"ids": list(params)}):
             params[param.certificate_id].append(param)
     certs = [_to_certificate(item, now) for item in listed]  # type: ignore[arg-type]
     if expiring_within_days is not None:
@@ -258,32 +258,74 @@ _CERTS = CertificateRow.__table__
 _STATUS = CertificateStatusRow.__table__
 _REVISIONS = RevisionRow.__table__
 _DYNAMIC = DynamicParamRow.__table__
-_PEMS = frozenset({"leaf_pem", "chain_pem", "csr_pem"})
-# every column a list row may show, labelled "<part>.<column>"; whatever is added to these
-# tables reaches `_to_certificate` here as it does through the ORM
+_PROFILES = ProfileRow.__table__
+# Columns no list row shows: the PEMs, and what the renewal loop keeps for itself. Every
+# other column is read, labelled "<part>.<column>", so that whatever is added to these
+# tables reaches `_to_certificate` here as it does through the ORM. Should `_to_certificate`
+# come to read one of these, a list fails at once (AttributeError), never silently.
+_UNLISTED = {
+    "certificate": frozenset({"created_at", "updated_at"}),
+    "status": frozenset({
+        "pending_key_id", "retry_at", "renewal_requested", "warned_days", "expired_event_recorded",
+        "deferred_cookie_sealed", "deploy_written_revision", "deploy_failures", "deploy_retry_at",
+        "deploy_failed_revision", "lease_owner", "lease_expires_at",
+    }),
+    "revision": frozenset({"leaf_pem", "chain_pem", "csr_pem", "key_id", "public_key_sha256", "issued_at"}),
+}
 _LISTED_COLUMNS = [
-    *(c.label(f"certificate.{c.name}") for c in _CERTS.c),
-    *(c.label(f"status.{c.name}") for c in _STATUS.c),
-    *(c.label(f"revision.{c.name}") for c in _REVISIONS.c if c.name not in _PEMS),
+    c.label(f"{part}.{c.name}")
+    for part, table in (("certificate", _CERTS), ("status", _STATUS), ("revision", _REVISIONS))
+    for c in table.c if c.name not in _UNLISTED[part]
 ]
 _LISTED_FROM = (
     _CERTS.join(_STATUS, _STATUS.c.certificate_id == _CERTS.c.id)
     .outerjoin(_REVISIONS, _REVISIONS.c.id == _STATUS.c.current_revision_id)
 )
+# built once, with bound parameters: no statement is built, keyed and looked up per page
+_PAGE_PROFILES = select(_PROFILES).where(_PROFILES.c.id.in_(bindparam("ids", expanding=True)))
+_PAGE_PARAMS = select(_DYNAMIC).where(_DYNAMIC.c.certificate_id.in_(bindparam("ids", expanding=True)))
+_LIST_QUERIES: dict[frozenset[str], Select[Any]] = {}
 
 
-def _column_groups(keys: list[str]) -> dict[str, list[tuple[int, str]]]:
-    groups: dict[str, list[tuple[int, str]]] = {}
+def _list_query(given: frozenset[str]) -> Select[Any]:
+    """The list's statement for the filters `given` (names of its bound parameters)."""
+    query = _LIST_QUERIES.get(given)
+    if query is None:
+        query = select(*_LISTED_COLUMNS).select_from(_LISTED_FROM).order_by(_CERTS.c.name)
+        if "horizon" in given:
+            query = query.where(_REVISIONS.c.not_after <= bindparam("horizon"))
+        if "phase" in given:
+            query = query.where(_STATUS.c.phase == bindparam("phase"))
+        if "profile_id" in given:
+            query = query.where(_CERTS.c.profile_id == bindparam("profile_id"))
+        if "after_name" in given:
+            query = query.where(_CERTS.c.name > bindparam("after_name"))
+        if "limit" in given:
+            query = query.limit(bindparam("limit", type_=Integer()))
+        _LIST_QUERIES[given] = query
+    return query
+
+
+def _column_groups(keys: list[str]) -> dict[str, tuple[list[str], slice]]:
+    """Per part, its column names and where they sit in a row (one run each: the select
+    lists the parts one after another)."""
+    groups: dict[str, tuple[list[str], slice]] = {}
     for index, key in enumerate(keys):
         part, _, column = key.partition(".")
-        groups.setdefault(part, []).append((index, column))
+        names, where = groups.get(part, ([], slice(index, index)))
+        names.append(column)
+        groups[part] = (names, slice(where.start, index + 1))
+    for names, where in groups.values():
+        if where.stop - where.start != len(names):
+            raise ValueError(f"the listed columns of a part are not one run: {keys}")
     return groups
 
 
-def _listed(row: Any, groups: dict[str, list[tuple[int, str]]]) -> SimpleNamespace:
+def _listed(row: Any, groups: dict[str, tuple[list[str], slice]]) -> SimpleNamespace:
     """One list row as the parts of a certificate's graph `_to_certificate` reads."""
     def part(name: str) -> SimpleNamespace:
-        return SimpleNamespace(**{column: row[index] for index, column in groups[name]})
+        names, where = groups[name]
+        return SimpleNamespace(**dict(zip(names, row[where])))
 
     certificate, status = part("certificate"), part("status")
     status.current_revision = part("revision") if status.current_revision_id is not None else None
