@@ -1,8 +1,8 @@
 """Fixtures for the store modules' own tests: one migrated database per backend for the
-whole run (SQLite file, PostgreSQL schema: migrating is the slow part), emptied after
-each test, and `Seed`, which
-writes the rows a test needs through the store's own functions or, for what the
-attempt protocol writes (keys, revisions, attempts), as plain rows.
+whole run (SQLite file, PostgreSQL schema: migrating is the slow part), emptied before
+each test; `Seed`, which writes the rows a test needs through the store's own functions
+or, for what the attempt protocol writes (keys, revisions, attempts), as plain rows; and
+`overlapping`, two transactions on two connections, the second inside the first.
 """
 
 from __future__ import annotations
@@ -72,17 +72,12 @@ def _shared_db(store_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def db(_shared_db: Database) -> Iterator[Database]:
+def db(_shared_db: Database) -> Database:
     """The shared database, empty at the start of each test."""
-    yield _shared_db
     with _shared_db.transaction() as session:
         for table in reversed(Base.metadata.sorted_tables):
             session.execute(delete(table))
-
-
-@pytest.fixture
-def is_postgres(store_url: str) -> bool:
-    return store_url.startswith("postgresql")
+    return _shared_db
 
 
 @pytest.fixture(scope="session")
