@@ -11,10 +11,14 @@ import pytest
 from sqlalchemy import exc, select, text
 
 from certpilot.domain.errors import ConfigurationError
+from certpilot.domain.model import NotifySettings, ProfileParam
+from certpilot.domain.script_state import StateChanges
+from certpilot.keys.sealing import Sealer
+from certpilot.store import deferrals, hsm, script_state
 from certpilot.store.database import create_db_engine, is_sqlite
 from certpilot.store.session import Database
 from certpilot.store.tables import LoopHeartbeatRow
-from tests.integration.store.conftest import T0
+from tests.integration.store.conftest import T0, Seed
 
 PLUS_2 = dt.timezone(dt.timedelta(hours=2))
 
@@ -69,3 +73,27 @@ def test_a_naive_datetime_is_refused(db: Database) -> None:
         with db.transaction() as session:
             session.add(LoopHeartbeatRow(owner="naive", started_at=dt.datetime(2026, 3, 1, 12, 0)))
             session.flush()
+
+
+def test_the_sqlite_file_holds_no_secret_in_clear(tmp_path: Path, sealer: Sealer, seed: Seed) -> None:
+    """DESIGN §4: grepping the database file for a password or a key finds nothing (the
+    WAL included, where fresh writes live until a checkpoint)."""
+    secrets = {"param": "PARAM-SECRET-1f3a", "url": "https://hooks.example.test/URL-SECRET-9c2e",
+               "pin": "PIN-SECRET-77aa", "state": "STATE-SECRET-0b0b", "cookie": "COOKIE-SECRET-5d5d"}
+    database = Database(f"sqlite:///{tmp_path / 'certpilot.db'}")
+    try:
+        database.upgrade()
+        with database.transaction() as session:
+            seed.profile(session, "p", params=(ProfileParam("api_key", secrets["param"], sensitive=True),),
+                         notify=NotifySettings(url=secrets["url"]))
+            hsm.add_group(session, sealer, name="g", module_path="/m.so", token_label="t", pin=secrets["pin"], now=T0)
+            script_state.apply(session, "p", sealer, StateChanges(set={"account": secrets["state"]}), T0)
+            seed.certificate(session, "c")
+            deferrals.record(session, "c", sealer, attempt_id=seed.attempt(session, "c"), cookie=secrets["cookie"],
+                             now=T0, poll_at=T0, output=None)
+        stored = b"".join(p.read_bytes() for p in tmp_path.glob("certpilot.db*"))
+        assert b"api_key" in stored and b"account" in stored, "the rows are there, in this file"
+        for what, secret in secrets.items():
+            assert secret.encode() not in stored, f"the {what} is in the database file in clear"
+    finally:
+        database.dispose()
