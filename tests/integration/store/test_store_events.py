@@ -91,3 +91,22 @@ def test_an_event_and_its_notification_are_rolled_back_together(db: Database, se
         events = list_events(session)
         notifications = session.scalar(select(func.count()).select_from(NotificationRow))
     assert len(events) == 1 and notifications == 1
+
+
+def test_events_of_one_transaction_keep_their_order(db: Database, seed: Seed) -> None:
+    """Whether or not an event is notified (and so written with its notification rows),
+    the log lists the events of one transaction in the order they were recorded."""
+    with db.transaction() as session:
+        seed.profile(session, "loud", notify=NotifySettings(email="ops@example.test"))
+        seed.certificate(session, "web1", profile="loud")
+    kinds = [EventKind.CERT_EXPIRING, EventKind.CERT_RENEWED, EventKind.CERT_EXPIRED, EventKind.CERT_UPDATED,
+             EventKind.CERT_RENEW_FAILED, EventKind.CERT_EXPIRING]
+    with db.transaction() as session:
+        for kind in kinds:
+            record_event(session, at=T0, actor="controller", kind=kind, object_type="certificate",
+                         object_name="web1", details={"failures": 1, "days_left": 3})
+    with db.read() as session:
+        listed = [e.kind for e in reversed(list_events(session))]
+        notified = session.scalar(select(func.count()).select_from(NotificationRow))
+    assert listed == [k.value for k in kinds]
+    assert notified == 4
