@@ -121,7 +121,6 @@ def test_a_redeploy_and_a_settings_change_reset_the_progress(db: Database, certs
         deployments.request_redeploy(session, "web2")
     st = _status(db, "web2")
     assert (st.deploy_written_revision, st.deployed_revision, st.deploy_retry_at) == (None, None, None)
-    assert st.deploy_failures == 1, "a redeploy skips the backoff, the count stays"
     later = T0 + dt.timedelta(hours=1)
     with db.transaction() as session:
         profile_id = session.scalar(select(CertificateRow.profile_id).where(CertificateRow.name == "web1"))
