@@ -49,6 +49,10 @@ def remember_overrides(data_dir: Path | None, database_url: str | None) -> None:
     if database_url is not None:
         overrides["database_url"] = database_url
 
+def given_overrides() -> dict[str, Any]:
+    """The settings given as flags (`--data-dir`, `--database-url`) to this command."""
+    return dict(_overrides)
+
 def settings_flags(func: F) -> F:
     """Give a command the `--data-dir` and `--database-url` flags too."""
     signature = inspect.signature(func)

@@ -86,6 +86,8 @@ def serve(
     port: Annotated[int, typer.Option("--port")] = 8080,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM, full chain).")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The private key of --tls-cert.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="HTTP worker processes (default 1); "
+                                         "the renewal loop runs once, in the parent process.")] = 1,
 ) -> None:
     """Serve the API, the web UI and the renewal loop."""
     import uvicorn
@@ -104,6 +106,14 @@ def serve(
         if ctx.settings.insecure_test_password_hashing:
             error("warning: CERTPILOT_INSECURE_TEST_PASSWORD_HASHING is set: passwords are hashed at the "
                   "cheapest argon2 cost, for test suites only; never serve users like this")
+        if workers > 1:
+            from certpilot.cli.context import given_overrides
+            from certpilot.cli.serve_workers import serve_in_workers
+
+            say(f"certpilot serving on {scheme}://{host}:{port} with {workers} worker processes")
+            serve_in_workers(ctx, host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key,
+                             overrides=given_overrides())
+            return
         api = create_server(ctx, Reconciler(ctx), https_only=tls_cert is not None)
         say(f"certpilot serving on {scheme}://{host}:{port}")
         uvicorn.run(api, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
