@@ -4,10 +4,11 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from certpilot.api.auth import Admin, CertpilotApp, Operator, Viewer
 from certpilot.api.pagination import link_next
+from certpilot.api.responses import JsonBody
 from certpilot.api.schemas import (
     AttemptOut,
     CertificateIn,
@@ -56,7 +57,7 @@ def list_certificates(
     # frequent answer is encoded as it is, not validated against the model once more
     certs = service.list_certificates(app, expiring_within_days=expiring_within, phase=phase, profile=profile,
                                       after_name=cursor, limit=limit)
-    answer = JSONResponse([certificate_view(c) for c in certs])
+    answer = JsonBody([certificate_view(c) for c in certs])
     if len(certs) == limit:
         link_next(request, answer, certs[-1].name)
     return answer
@@ -84,7 +85,7 @@ def request_certificate(body: CertificateIn, response: Response, app: CertpilotA
 
 @router.get("/{name}", response_model=CertificateOut)
 def get_certificate(name: str, app: CertpilotApp, _: Viewer) -> Response:
-    return JSONResponse(certificate_view(service.get_certificate(app, name)))  # as the list: no second validation
+    return JsonBody(certificate_view(service.get_certificate(app, name)))  # as the list: no second validation
 
 
 @router.put("/{name}", response_model=CertificateOut)
