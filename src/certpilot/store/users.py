@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from certpilot.domain.errors import Conflict, NotFound
@@ -74,8 +74,27 @@ def add_token(
 
 
 def find_token(session: Session, token_sha256: str) -> tuple[ApiToken, User] | None:
-    row = session.scalar(select(ApiTokenRow).where(ApiTokenRow.token_sha256 == token_sha256))
-    return (_to_token(row), _to_user(row.user)) if row else None
+    """Every API request asks: one prebuilt Core statement on the unique digest, no ORM objects."""
+    row = session.connection().execute(_FIND_TOKEN, {"digest": token_sha256}).first()
+    if row is None:
+        return None
+    token = ApiToken(
+        id=row.id, username=row.username, name=row.name, prefix=row.prefix, created_at=row.created_at,
+        expires_at=row.expires_at, revoked_at=row.revoked_at, last_used_at=row.last_used_at,
+        parent_id=row.parent_id, role=Role(row.role) if row.role else None,
+    )
+    return token, User(username=row.username, role=Role(row.user_role), created_at=row.user_created_at,
+                       disabled=row.disabled)
+
+
+_TOKENS, _USERS = ApiTokenRow.__table__, UserRow.__table__
+_FIND_TOKEN = (
+    select(_TOKENS.c.id, _TOKENS.c.name, _TOKENS.c.prefix, _TOKENS.c.created_at, _TOKENS.c.expires_at,
+           _TOKENS.c.revoked_at, _TOKENS.c.last_used_at, _TOKENS.c.parent_id, _TOKENS.c.role, _USERS.c.username,
+           _USERS.c.role.label("user_role"), _USERS.c.created_at.label("user_created_at"), _USERS.c.disabled)
+    .join_from(_TOKENS, _USERS, _USERS.c.id == _TOKENS.c.user_id)
+    .where(_TOKENS.c.token_sha256 == bindparam("digest"))
+)
 
 
 def ancestors(session: Session, parent_id: int | None) -> list[ApiToken]:
