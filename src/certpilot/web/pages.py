@@ -197,7 +197,8 @@ def _profile_form_page(request: Request, user, *, creating: bool, form: dict, er
     app = request.app.state.certpilot
     action = "/profiles" if creating else f"/profiles/{form['name']}"
     # the script's context.state: key names only (values may be secrets, an ACME account key), admins only
-    state_keys = None if creating or user.role is not Role.ADMIN else profile_service.script_state_keys(app, form["name"])
+    is_admin_view = not creating and user.role is Role.ADMIN
+    state_keys = profile_service.script_state_keys(app, form["name"]) if is_admin_view else None
     return render(request, "profile_form.html", title="New profile" if creating else f"Profile {form['name']}",
                   section="Profiles", user=user, creating=creating, form=form, errors=errors or {},
                   scripts=script_service.list_scripts(app), key_specs=KEY_SPECS, action=action,

@@ -29,7 +29,8 @@ def certificate_poll(cookie, args_dict, context):
 '''
 
 
-def _create_profile(page, name: str, account_key: str, max_pending_days: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def _create_profile(page, name: str, account_key: str,  # type: ignore[no-untyped-def]
+                    max_pending_days: str | None = None) -> None:
     page.goto("/profiles/new")
     page.get_by_label("Name", exact=True).fill(name)
     page.get_by_label("Script", exact=True).select_option(SCRIPT)
@@ -47,7 +48,9 @@ def _script(page) -> None:  # type: ignore[no-untyped-def]
         add_script(page, SCRIPT, DEFERRING_SOURCE)
 
 
-def test_max_pending_days_in_the_profile_form(admin_page, viewer_page, web_server: WebServer) -> None:  # type: ignore[no-untyped-def]
+def test_max_pending_days_in_the_profile_form(  # type: ignore[no-untyped-def]
+    admin_page, viewer_page, web_server: WebServer
+) -> None:
     page = admin_page
     _script(page)
     page.goto("/profiles/new")

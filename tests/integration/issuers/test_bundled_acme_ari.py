@@ -27,6 +27,7 @@ from certpilot.reconciler.loop import Reconciler
 from certpilot.services import issuance
 from certpilot.services.app import App
 from certpilot.services.certificates import get_certificate, list_attempts, list_revisions
+from certpilot.services.profiles import get_profile
 from certpilot.services.views import certificate_view
 from certpilot.store.database import create_db_engine, upgrade
 from tests.integration.issuers.test_bundled_acme import _profile, _request, named, pebble  # noqa: F401 (fixtures)
@@ -101,7 +102,8 @@ def test_the_cas_window_decides_the_renewal_time_and_a_past_window_renews_with_a
     assert cert.status.revision == 1
     assert proxy.asked == [_cert_id(first)]
     assert cert.status.renew_at is not None and start - dt.timedelta(seconds=1) <= cert.status.renew_at <= end
-    profile_time = renewal_time(cert.status.not_before, cert.status.not_after, app_renewal(app))  # type: ignore[arg-type]
+    assert cert.status.not_before is not None and cert.status.not_after is not None
+    profile_time = renewal_time(cert.status.not_before, cert.status.not_after, get_profile(app, "ari").renewal)
     assert not start <= profile_time <= end, "the profile's own rule would have given another time"
     info = certificate_view(cert)["status"]["renewal_info"]
     assert info["window_start"] and info["window_end"] and info["checked_at"] and info["error"] is None
@@ -123,12 +125,6 @@ def test_the_cas_window_decides_the_renewal_time_and_a_past_window_renews_with_a
         "the new revision's window is not known yet"
 
 
-def app_renewal(app: App):  # noqa: ANN201 (a RenewalSettings)
-    from certpilot.services.profiles import get_profile
-
-    return get_profile(app, "ari").renewal
-
-
 def test_a_server_without_renewal_info_leaves_the_profiles_renewal_time(
     fast_app: App, pebble: Pebble  # noqa: F811
 ) -> None:
@@ -141,10 +137,8 @@ def test_a_server_without_renewal_info_leaves_the_profiles_renewal_time(
     loop.run_once()
 
     cert = get_certificate(app, "plain1")
-    assert cert.status.revision == 1
-    from certpilot.services.profiles import get_profile
-
-    assert cert.status.renew_at == renewal_time(cert.status.not_before, cert.status.not_after,  # type: ignore[arg-type]
+    assert cert.status.revision == 1 and cert.status.not_before and cert.status.not_after
+    assert cert.status.renew_at == renewal_time(cert.status.not_before, cert.status.not_after,
                                                 get_profile(app, "plain").renewal)
     info = certificate_view(cert)["status"]["renewal_info"]
     assert info["checked_at"] and info["window_start"] is None and info["error"] is None
