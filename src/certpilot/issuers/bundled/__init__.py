@@ -52,7 +52,10 @@ BUNDLED: tuple[BundledScript, ...] = (
             BundledParam("ca_bundle", "path or PEM of the CA that signs the ACME server's TLS certificate"),
             BundledParam("eab_kid", "external account binding key id"),
             BundledParam("eab_hmac_key", "external account binding HMAC key (base64url)", sensitive=True),
-            BundledParam("acme_profile", "certificate profile to ask for, where the server offers profiles"),
+            BundledParam("acme_profile", "certificate profile to ask for; refused unless the server's "
+                                         "directory offers it (meta.profiles)"),
+            BundledParam("wait_s", "seconds one call waits for validation and issuance (default 40, within the "
+                                   "script's timeout); an order still processing then is polled later"),
         ),
         "certpilot.issuers.bundled", "acme_client.py",
     ),
