@@ -151,7 +151,7 @@ def test_an_order_still_processing_is_pending_and_a_later_poll_completes_it(
 ) -> None:
     app = fast_app
     proxy.hold_processing = True
-    _profile(app, pebble, "slow", directory_url=proxy.directory_url, http_port=str(pebble.http_port), wait_s="2")
+    _profile(app, pebble, "slow", directory_url=proxy.directory_url, http_port=str(pebble.http_port), wait_s="5")
     _request(app, "slow1", "slow", "slow1.example.test")
 
     deferred = issuance.attempt(app, "slow1", actor="test:acme")
