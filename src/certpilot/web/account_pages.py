@@ -6,22 +6,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from certpilot.domain.errors import CertpilotError
 from certpilot.services import users as user_service
+from certpilot.web.common import redirect, request_source
 from certpilot.web.rendering import flash, render
 from certpilot.web.session import Csrf, PageAdmin, PageViewer
 
 router = APIRouter(include_in_schema=False)
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def _source(request: Request) -> str:
-    return f"web from {request.client.host if request.client else 'unknown'}"
 
 
 @router.get("/account", response_class=HTMLResponse)
@@ -35,16 +28,22 @@ def change_password(request: Request, user: PageViewer, _: Csrf, current_passwor
     """Change one's own password (the current one first); every session ends, this one too."""
     app = request.app.state.certpilot
     try:
-        user_service.change_own_password(app, user.username, current_password, new_password, source=_source(request))
+        user_service.change_own_password(app, user.username, current_password, new_password,
+                                         source=request_source(request))
     except user_service.AuthenticationFailed:
         return render(request, "account.html", title="Your account", user=user, status_code=422,
                       errors={"current_password": "This is not your current password."})
+    except user_service.TooManyAttempts as exc:  # throttled like the login page
+        page = render(request, "account.html", title="Your account", user=user, status_code=429,
+                      errors={"current_password": f"Too many attempts: try again in {exc.retry_after_s} s."})
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     except CertpilotError as exc:
         return render(request, "account.html", title="Your account", user=user, status_code=422,
                       errors={"new_password": str(exc)})
     request.session.clear()
     flash(request, "ok", "Password changed: every session ended. Log in with the new password.")
-    return _redirect("/login")
+    return redirect("/login")
 
 
 @router.post("/account/logout-everywhere")
@@ -53,17 +52,17 @@ def logout_everywhere(request: Request, user: PageViewer, _: Csrf) -> Response:
     user_service.log_out_everywhere(request.app.state.certpilot, user.username, actor=user.actor)
     request.session.clear()  # its server side ended with all the others
     flash(request, "ok", "Logged out everywhere: every session and API token of yours has ended.")
-    return _redirect("/login")
+    return redirect("/login")
 
 
 def _done(request: Request, text: str) -> Response:
     flash(request, "ok", text)
-    return _redirect("/users")
+    return redirect("/users")
 
 
 def _failed(request: Request, exc: CertpilotError) -> Response:
     flash(request, "error", str(exc))
-    return _redirect("/users")
+    return redirect("/users")
 
 
 @router.post("/users/{name}/disable")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from certpilot.domain.errors import CertpilotError, InvalidInput
 from certpilot.domain.model import (
@@ -26,15 +26,12 @@ from certpilot.services import hsm as hsm_service
 from certpilot.services import profiles as profile_service
 from certpilot.services import scripts as script_service
 from certpilot.services import users as user_service
+from certpilot.web.common import redirect, request_source
 from certpilot.web.rendering import error_field, flash, render
 from certpilot.web.session import Csrf, PageAdmin, PageViewer, log_in, log_out
 
 router = APIRouter(include_in_schema=False)
 KEY_SPECS = ["ec:p256", "ec:p384", "ec:p521", "rsa:2048", "rsa:3072", "rsa:4096"]
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 def _safe_next(target: str) -> str:
@@ -53,9 +50,8 @@ def login_page(request: Request, next: str = "/") -> HTMLResponse:
 def login(request: Request, _: Csrf, username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
           next: Annotated[str, Form()] = "/") -> Response:
     app = request.app.state.certpilot
-    source = f"web from {request.client.host if request.client else 'unknown'}"
     try:
-        principal = user_service.authenticate_password(app, username, password, source=source)
+        principal = user_service.authenticate_password(app, username, password, source=request_source(request))
     except user_service.AuthenticationFailed:
         return render(request, "login.html", title="Log in", next=_safe_next(next), username=username,
                       error="Wrong user name or password.", status_code=401)

@@ -223,3 +223,17 @@ def test_log_out_everywhere_ends_every_session_and_token_of_the_caller_only(
                      follow_redirects=False)
     assert r.status_code == 303
     assert not cookie_reads_api(api_app, others) and not works(client, tokens[VIEWER])
+
+
+def test_too_many_wrong_current_passwords_answer_429_with_retry_after(api_app: App, tokens: RoleTokens) -> None:
+    """The change-password page is throttled like the login page: 429 with Retry-After, not 422."""
+    browser = web_login(api_app, "viewer", PASSWORD)
+    statuses = []
+    for _ in range(4):  # two free failures, a third that starts the wait, a fourth within it
+        r = browser.post("/account/password", data={"csrf": form_csrf(browser, "/account"),
+                                                     "current_password": "wrong", "new_password": "x" * 20},
+                         follow_redirects=False)
+        statuses.append(r.status_code)
+    assert statuses == [422, 422, 422, 429], statuses
+    assert int(r.headers["Retry-After"]) >= 1
+    assert "Too many" in r.text
