@@ -1,33 +1,45 @@
-"""Helpers for end-to-end tests of the real `certpilot` console script.
+"""Running the `certpilot` command line in end-to-end tests.
 
-Every call spawns the installed entry point as a subprocess, so these tests see
-exactly what a user sees: exit status, stdout and stderr. `Cli` runs it with the
-settings in the environment (default), as flags on the subcommand, or as flags
-before it (DESIGN §5: every command takes `--data-dir` / `--database-url`).
+`Cli` runs the real command tree, `certpilot.cli.main.run` (the console script's entry
+point), on a real data dir and database: in the test process by default, through Typer's
+test-runner isolation (its own argv, stdin, stdout, stderr, environment and working
+directory per call), which saves a Python start-up and the imports per step. Where a
+separate process is the point (start-up imports, `serve`, `worker`, signals, the sandbox
+seen from outside), `Cli(..., in_process=False)` spawns the installed console script.
+Either way a test sees what a user sees: exit status, stdout and stderr. The settings
+go in the environment (default), as flags on the subcommand, or as flags before it
+(DESIGN §5: every command takes `--data-dir` / `--database-url`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import traceback
+import types
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
 from tests.support.processes import certpilot_executable
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_ISSUER = REPO_ROOT / "examples" / "issuers" / "local_ca.py"
 CALL_TIMEOUT_S = 180
 SETTINGS_VIA = ("env", "subcommand-flags", "root-flags", "defaults")
-
-
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,13 @@ class CliResult:
 
 @dataclass
 class Cli:
-    """The real console script, bound to one data dir and database."""
+    """The real command line, bound to one data dir and database."""
 
     data_dir: Path
     database_url: str | None
     settings_via: str = "env"  # one of SETTINGS_VIA; "defaults" gives neither flags nor environment
     cwd: Path | None = None
+    in_process: bool = True  # False: every call is a new `certpilot` process
     history: list[CliResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -71,19 +84,26 @@ class Cli:
             return (*flags, *args)
         return (*args, *flags)
 
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
-        env["CERTPILOT_INSECURE_TEST_PASSWORD_HASHING"] = "1"  # cheap argon2: tests, not passwords, are the point
+    def _settings_env(self) -> dict[str, str]:
+        env = {"CERTPILOT_INSECURE_TEST_PASSWORD_HASHING": "1"}  # cheap argon2: tests, not passwords, are the point
         if self.settings_via == "env":
             env["CERTPILOT_DATA_DIR"] = str(self.data_dir)
             if self.database_url is not None:
                 env["CERTPILOT_DATABASE_URL"] = self.database_url
         return env
 
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
+        env.update(self._settings_env())
+        return env
+
+    def _workdir(self) -> Path:
+        return self.cwd or self.data_dir.parent
+
     def _start(self, args: tuple[Any, ...]) -> tuple[tuple[str, ...], subprocess.Popen[str]]:
         argv = self._argv(tuple(str(a) for a in args))
         proc = subprocess.Popen(
-            [certpilot_executable(), *argv], env=self._env(), cwd=self.cwd or self.data_dir.parent,
+            [certpilot_executable(), *argv], env=self._env(), cwd=self._workdir(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         return argv, proc
@@ -95,15 +115,28 @@ class Cli:
             proc.kill()
             out, err = proc.communicate()
             pytest.fail(f"certpilot {' '.join(argv)} did not finish in {CALL_TIMEOUT_S} s\n{out}\n{err}")
-        result = CliResult(argv, proc.returncode, out, err)
+        return self._record(CliResult(argv, proc.returncode, out, err))
+
+    def _record(self, result: CliResult) -> CliResult:
         self.history.append(result)
         return result
 
+    def _run_here(self, args: tuple[Any, ...]) -> CliResult:
+        argv = self._argv(tuple(str(a) for a in args))
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CERTPILOT_")}
+        env.update(self._settings_env())
+        returncode, out, err = run_in_process(argv, env, self._workdir())
+        return self._record(CliResult(argv, returncode, out, err))
+
     def run(self, *args: Any) -> CliResult:
+        if self.in_process:
+            return self._run_here(args)
         return self._finish(*self._start(args))
 
     def run_parallel(self, *commands: tuple[Any, ...]) -> list[CliResult]:
-        """Run read-only commands side by side (each call costs a Python start-up)."""
+        """Run read-only commands (side by side when each is a process of its own)."""
+        if self.in_process:
+            return [self._run_here(args) for args in commands]
         started = [self._start(args) for args in commands]
         return [self._finish(argv, proc) for argv, proc in started]
 
@@ -118,6 +151,78 @@ class Cli:
 
     def all_output(self) -> str:
         return "\n".join(r.stdout + "\n" + r.stderr for r in self.history)
+
+
+# --- one command in this process, as the console script would run it ----------------
+
+# The console script's module `__main__` has no package (under `python -m pytest` it has
+# one, and Click would then call the program `python -m pytest`).
+_SCRIPT_MAIN = types.ModuleType("__main__")
+
+
+@contextmanager
+def _as_the_console_script(argv: tuple[str, ...], cwd: Path) -> Iterator[None]:
+    """sys.argv, `__main__`, the working directory, Python's default warning filters and
+    the logging module's last-resort handler (WARNING and up, to stderr), as a fresh
+    `certpilot` process has them; all put back afterwards."""
+    saved_argv, saved_main, saved_cwd = sys.argv, sys.modules["__main__"], os.getcwd()
+    last_resort = logging.StreamHandler(sys.stderr)  # called within the isolation: its stderr
+    last_resort.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    sys.argv = [certpilot_executable(), *argv]
+    sys.modules["__main__"] = _SCRIPT_MAIN
+    os.chdir(cwd)
+    root.addHandler(last_resort)
+    try:
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category, append=True)
+            yield
+    finally:
+        root.removeHandler(last_resort)
+        os.chdir(saved_cwd)
+        sys.modules["__main__"] = saved_main
+        sys.argv = saved_argv
+
+
+def _exit_status(exc: SystemExit, stderr: Any) -> int:
+    """What the interpreter makes of SystemExit(code): None is 0, a text is printed and 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=stderr)
+    return 1
+
+
+def run_in_process(argv: tuple[str, ...], env: dict[str, str | None], cwd: Path) -> tuple[int, str, str]:
+    """`certpilot ARGV` through its console-script entry point in this process: exit
+    status, stdout, stderr. An exception that escapes is printed as Python would print it
+    (a traceback on stderr, status 1). A command that leaves a non-daemon thread running
+    would keep a real process from exiting: that fails the test."""
+    from certpilot.cli.main import run
+
+    threads_before = set(threading.enumerate())
+    with CliRunner().isolation(env=env) as (out, err, _mixed):
+        with _as_the_console_script(argv, cwd):
+            try:
+                run()
+                returncode = 0
+            except SystemExit as exc:
+                returncode = _exit_status(exc, sys.stderr)
+            except BaseException:  # noqa: BLE001 - reported as the interpreter reports it
+                traceback.print_exc(file=sys.stderr)
+                returncode = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode(errors="replace")
+    left = [t for t in threading.enumerate() if t not in threads_before and t.is_alive() and not t.daemon]
+    if left:
+        pytest.fail(f"certpilot {' '.join(argv)} left non-daemon threads running, a process would not exit: "
+                    f"{[t.name for t in left]}\n{stdout}\n{stderr}")
+    return returncode, stdout, stderr
 
 
 @dataclass

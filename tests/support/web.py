@@ -1,7 +1,8 @@
 """Helpers for the browser tests of the web UI.
 
 A `WebServer` is the real `certpilot serve` process on a free port, started on a
-data dir made by `certpilot init --demo` and seeded through the CLI. The page
+data dir made by `certpilot init --demo` (run in the test process) and seeded through
+the service layer. The page
 helpers drive the UI the way a person does: by labels, roles and button names.
 """
 
@@ -23,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from certpilot.pki.local_ca import LocalCA, create_local_ca
+from tests.support.cli import EXAMPLE_ISSUER, run_in_process
 from tests.support.processes import certpilot_executable
 from tests.support.script_access import share_with_scripts
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-EXAMPLE_ISSUER = REPO_ROOT / "examples" / "issuers" / "local_ca.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "test-output" / "screenshots"
 DOCS_SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
 
@@ -38,7 +39,6 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1280, "height": 860}
 
-CLI_TIMEOUT_S = 120
 SERVER_START_TIMEOUT_S = 45
 SERVER_STOP_TIMEOUT_S = 20
 
@@ -66,11 +66,14 @@ def clean_env(data_dir: Path) -> dict[str, str]:
 
 
 def run_cli(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run([certpilot_executable(), *args], env=env, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S)
-    if proc.returncode != 0:
-        pytest.fail(f"$ certpilot {' '.join(args)}\nexit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc.stdout
+    """`certpilot ARGS` with `env`'s CERTPILOT_* settings (in this process: see
+    tests/support/cli.py); its stdout, or the test fails with what it printed."""
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CERTPILOT_")}
+    overrides.update({k: v for k, v in env.items() if k.startswith("CERTPILOT_")})
+    returncode, out, err = run_in_process(args, overrides, Path.cwd())
+    if returncode != 0:
+        pytest.fail(f"$ certpilot {' '.join(args)}\nexit {returncode}\nstdout:\n{out}\nstderr:\n{err}")
+    return out
 
 
 def make_ca(directory: Path, name: str = "Web Test CA") -> LocalCA:
@@ -359,6 +362,14 @@ def http_login(base_url: str, username: str, password: str) -> dict:
     return {"cookies": [{"name": cookie.name, "value": cookie.value or "", "domain": "127.0.0.1", "path": "/",
                          "expires": -1, "httpOnly": True, "secure": False, "sameSite": "Strict"}],
             "origins": []}
+
+
+def session_is_live(base_url: str, state: dict) -> bool:
+    """Whether the server still takes the session cookie of `state` (from `http_login`)."""
+    cookie = state["cookies"][0]
+    request = urllib.request.Request(f"{base_url}/", headers={"Cookie": f"{cookie['name']}={cookie['value']}"})
+    with urllib.request.urlopen(request, timeout=15) as resp:
+        return not resp.url.split("?")[0].endswith("/login")
 
 
 def renew_now(page) -> tuple[str, int]:  # type: ignore[no-untyped-def]

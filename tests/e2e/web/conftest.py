@@ -24,6 +24,7 @@ from tests.support.web import (
     make_ca,
     run_cli,
     seed,
+    session_is_live,
     start_server,
     stop_server,
     wait_until_issued,
@@ -91,13 +92,28 @@ def browser(chromium_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def admin_state(web_server: WebServer) -> dict:
-    return http_login(web_server.url, "admin", web_server.admin_password)
+def _sessions(web_server: WebServer) -> dict[str, dict]:
+    """Logged-in storage states by user name, shared by the session's tests."""
+    return {}
 
 
-@pytest.fixture(scope="session")
-def viewer_state(web_server: WebServer) -> dict:
-    return http_login(web_server.url, VIEWER, VIEWER_PASSWORD)
+def _live_state(web_server: WebServer, sessions: dict[str, dict], username: str, password: str) -> dict:
+    """A storage state whose session the server still honours: the one shared so far,
+    unless a test logged it out (then a new login)."""
+    state = sessions.get(username)
+    if state is None or not session_is_live(web_server.url, state):
+        state = sessions[username] = http_login(web_server.url, username, password)
+    return state
+
+
+@pytest.fixture
+def admin_state(web_server: WebServer, _sessions: dict[str, dict]) -> dict:
+    return _live_state(web_server, _sessions, "admin", web_server.admin_password)
+
+
+@pytest.fixture
+def viewer_state(web_server: WebServer, _sessions: dict[str, dict]) -> dict:
+    return _live_state(web_server, _sessions, VIEWER, VIEWER_PASSWORD)
 
 
 def _new_context(browser, web_server: WebServer, state: dict | None = None):  # type: ignore[no-untyped-def]

@@ -5,16 +5,17 @@ failures come from a CA script that always fails (its message quoting a secret).
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from certpilot.domain.model import EventKind, NotifySettings
 from certpilot.pki.local_ca import LocalCA
-from certpilot.policy.notification import is_notified
+from certpilot.policy.notification import is_notified, retry_delay
 from certpilot.services.app import App
 from certpilot.services.profiles import create_profile
 from certpilot.services.scripts import add_script
@@ -37,6 +38,24 @@ def notifiable_events(app: App) -> Counter[str]:
         rows = session.execute(select(EventRow.object_name, EventRow.kind, EventRow.details)
                                .where(EventRow.object_type == "certificate"))
         return Counter(name for name, kind, details in rows if is_notified(kind, details))
+
+
+def bring_retries_forward(app: App, failed_after: dt.datetime) -> None:
+    """Every delivery that failed after `failed_after` is due again at its backoff
+    (`retry_delay`) after that failure; then make it due now: what waiting out the
+    backoff would do, without the wait."""
+    undelivered_retries = (NotificationRow.delivered_at.is_(None), NotificationRow.dropped_at.is_(None),
+                           NotificationRow.attempts >= 1)
+    now = dt.datetime.now(dt.timezone.utc)
+    slack = dt.timedelta(seconds=1)
+    with app.db.engine.begin() as conn:
+        rows = conn.execute(select(NotificationRow.id, NotificationRow.next_attempt_at, NotificationRow.attempts)
+                            .where(*undelivered_retries)).all()
+        assert rows, "no failed delivery is waiting for a retry"
+        for row_id, due, attempts in rows:
+            delay = retry_delay(attempts)
+            assert failed_after + delay - slack <= due <= now + delay + slack, (row_id, due, attempts)
+        conn.execute(update(NotificationRow).where(*undelivered_retries).values(next_attempt_at=now))
 
 
 def outbox(app: App) -> list[tuple[int, object, int]]:
@@ -66,13 +85,15 @@ def test_three_workers_deliver_each_notification_once_and_a_returning_receiver_g
         wait_for(lambda: len(receiver.bodies) >= len(names), timeout_s=120, interval_s=0.5,
                  what="a notification for each failed certificate", alive=died)
         receiver.stop()  # down: what falls due now is queued
+        stopped_at = dt.datetime.now(dt.timezone.utc)
         later = [f"late{i}" for i in range(4)]
         for name in later:
             request(app, name, profile="corp")
         wait_for(lambda: sum(1 for _, delivered, attempts in outbox(app) if delivered is None and attempts >= 1)
                  >= len(later), timeout_s=120, interval_s=0.5, what="failed deliveries to the stopped receiver",
                  alive=died)
-        receiver.start()  # back on the same port: the retries (30 s) reach it
+        receiver.start()  # back on the same port: the retries reach it
+        bring_retries_forward(app, stopped_at)
         wait_for(lambda: len(receiver.bodies) >= len(names) + len(later), timeout_s=120, interval_s=0.5,
                  what="the queued notifications after the receiver came back", alive=died)
         time.sleep(2)  # any duplicate would arrive now
