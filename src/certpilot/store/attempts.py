@@ -24,6 +24,7 @@ from certpilot.domain.model import Certificate, Outcome, Phase, Profile, Script
 from certpilot.keys.sealing import Sealer
 from certpilot.pki.certificate import CertificateFacts
 from certpilot.store.certificates import (
+    RowParts,
     StoredKey,
     _id,
     certificate_from_parts,
@@ -63,11 +64,6 @@ def _labelled(table: Table, prefix: str) -> list[Label[Any]]:
     return [c.label(f"{prefix}{c.name}") for c in table.c]
 
 
-def _part(row: Any, prefix: str) -> SimpleNamespace:
-    n = len(prefix)
-    return SimpleNamespace(**{k[n:]: v for k, v in row._mapping.items() if k.startswith(prefix)})
-
-
 _INPUT_COLUMNS = [*_labelled(_CERTS, "c__"), *_labelled(_STATUS, "s__"), *_labelled(_REVISIONS, "r__"),
                   *_labelled(_PROFILES, "p__"), *_labelled(_SCRIPTS, "x__")]
 _INPUT_FROM = (
@@ -79,6 +75,7 @@ _INPUT_FROM = (
 # built once with bind parameters (see `store.certificates`)
 _INPUTS = select(*_INPUT_COLUMNS).select_from(_INPUT_FROM).where(_CERTS.c.name == bindparam("name_"))
 _INPUTS_LOCKED = _INPUTS.with_for_update(of=_STATUS)
+_INPUT_PARTS = RowParts(_INPUTS)
 _PROFILE_PARAMS_OF = (select(_PROFILE_PARAMS).where(_PROFILE_PARAMS.c.profile_id == bindparam("pid_"))
                       .order_by(_PROFILE_PARAMS.c.position))
 _DYNAMIC_OF = select(_DYNAMIC).where(_DYNAMIC.c.certificate_id == bindparam("cid_"))
@@ -135,9 +132,10 @@ def load_inputs(session: Session, name: str, now: dt.datetime, sealer: Sealer, *
     row = session.execute(query, {"name_": name}).first()
     if row is None:
         raise NotFound("certificate", name)
-    cert, st, rev = _part(row, "c__"), _part(row, "s__"), _part(row, "r__")
+    parts = _INPUT_PARTS.split(row)
+    cert, st, rev = parts["c"], parts["s"], parts["r"]
     remember_id(session, name, cert.id)
-    profile_row, script_row = _part(row, "p__"), _part(row, "x__")
+    profile_row, script_row = parts["p"], parts["x"]
     profile_row.script = script_row
     profile_row.params = [SimpleNamespace(**p._mapping)
                           for p in session.execute(_PROFILE_PARAMS_OF, {"pid_": profile_row.id})]

@@ -484,6 +484,23 @@ def update_status(session: Session, cert_id: int, values: Mapping[str, object]) 
     return int(changed)
 
 
+class RowParts:
+    """Splits rows of `statement`, whose columns are labelled `<part>__<column>`, into one
+    namespace per part (the shape `_to_certificate` and the policy's snapshot read). The
+    column positions are worked out once, not per row."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self._parts: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        for index, column in enumerate(statement.selected_columns):
+            part, _, name = str(column.key).partition("__")
+            names, indexes = self._parts.get(part, ((), ()))
+            self._parts[part] = ((*names, name), (*indexes, index))
+
+    def split(self, row: Any) -> dict[str, SimpleNamespace]:
+        return {part: SimpleNamespace(**{name: row[i] for name, i in zip(names, indexes)})
+                for part, (names, indexes) in self._parts.items()}
+
+
 def remember_id(session: Session, name: str, cert_id: int) -> None:
     """`name`'s id, known from a row just read: `_id` needs no statement for it."""
     session.info.setdefault("certificate_ids", {})[name] = cert_id

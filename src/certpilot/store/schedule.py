@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import Phase
 from certpilot.policy import CertificateSnapshot
-from certpilot.store.certificates import _id, expire_orm_status, flush_orm, remember_id, update_status
+from certpilot.store.certificates import RowParts, _id, expire_orm_status, flush_orm, remember_id, update_status
 from certpilot.store.profiles import renewal_of
 from certpilot.store.tables import CertificateRow, CertificateStatusRow, ProfileRow, RevisionRow
 
@@ -169,11 +169,7 @@ _SNAPSHOT_QUERY = (
 )
 
 _SNAPSHOT_BY_NAME = _SNAPSHOT_QUERY.where(_CERTS.c.name == bindparam("name_"))
-
-
-def _parts(found: object, *prefixes: str) -> list[SimpleNamespace]:
-    mapping = found._mapping  # type: ignore[attr-defined]
-    return [SimpleNamespace(**{k[len(p):]: v for k, v in mapping.items() if k.startswith(p)}) for p in prefixes]
+_SNAPSHOT_PARTS = RowParts(_SNAPSHOT_QUERY)
 
 
 def snapshot(session: Session, name: str) -> CertificateSnapshot:
@@ -183,7 +179,8 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
     found = session.execute(_SNAPSHOT_BY_NAME, {"name_": name}).first()
     if found is None:
         raise NotFound("certificate", name)
-    cert, st, revision, profile = _parts(found, "c__", "s__", "r__", "p__")
+    parts = _SNAPSHOT_PARTS.split(found)
+    cert, st, revision, profile = parts["c"], parts["s"], parts["r"], parts["p"]
     remember_id(session, name, cert.id)
     row = SimpleNamespace(profile=profile)
     rev = revision if st.current_revision_id is not None else None
