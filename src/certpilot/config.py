@@ -52,3 +52,13 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> Path | None:
         url = self.effective_database_url
         return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+    @property
+    def protected_paths(self) -> tuple[tuple[str, Path], ...]:
+        """What no script grant or deploy root may reach, as (what, path): the master key
+        file, the SQLite database (when it is one), the data dir. Most specific first, so
+        that an error names the master key rather than the data dir holding it."""
+        protected = [("master key file", self.effective_master_key_file)]
+        if self.sqlite_path is not None:
+            protected.append(("database", self.sqlite_path))
+        return (*protected, ("data dir", self.data_dir))

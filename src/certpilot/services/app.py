@@ -78,12 +78,11 @@ class App:
         with self._lock:
             if self._runner is None:
                 settings = self.settings
-                forbidden = [settings.data_dir, settings.effective_master_key_file, settings.sqlite_path]
                 self._runner = _build_runner(RunnerConfig(
                     max_in_flight=settings.max_in_flight,
                     memory_limit_bytes=settings.script_memory_limit_mb * 1024 * 1024,
                     script_user=settings.script_user,
-                    forbidden_paths=tuple(str(p.resolve()) for p in forbidden if p is not None),
+                    forbidden_paths=tuple(str(path.resolve()) for _, path in settings.protected_paths),
                     recycle_after_calls=settings.script_recycle_calls,
                 ))
             return self._runner

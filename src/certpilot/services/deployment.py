@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from certpilot.clock import monotonic_s
 from certpilot.domain.errors import Conflict, InvalidInput, NotFound
 from certpilot.domain.model import DeploySettings, EventKind
-from certpilot.domain.paths import guard, reach
+from certpilot.domain.paths import checked_path, guard
 from certpilot.issuers.capture import scrub
 from certpilot.keys.pkcs11_backend import pkcs11_uri
 from certpilot.keys.software import open_private_key
@@ -48,7 +48,6 @@ from certpilot.store import schedule
 from certpilot.store.events import record_event
 
 MAX_COMMAND_CHARS = 4096
-MAX_PATH_CHARS = 4096
 LEASE_S = COMMAND_TIMEOUT_S + 120  # a deployment's lease outlives its command
 WAIT_POLL_S = 0.2
 
@@ -77,20 +76,8 @@ def check_deploy(root: str | None, command: str | None, owner: str | None,
 
 
 def _check_root(root: str, protected: Sequence[tuple[str, Path]]) -> str:
-    if "\x00" in root or len(root) > MAX_PATH_CHARS:
-        raise InvalidInput("deploy_root is not a usable path", field="deploy_root")
-    if not root.startswith("/"):
-        raise InvalidInput(f"deploy_root {root!r} is not absolute: give it from the root, like /etc/certpilot",
-                           field="deploy_root")
-    if ".." in root.split("/"):
-        raise InvalidInput(f"deploy_root {root!r} has a '..' component: give the path without it",
-                           field="deploy_root")
-    normal = "/" + "/".join(part for part in root.split("/") if part and part != ".")
-    how = reach(normal, guard(protected))
-    if how is not None:
-        raise InvalidInput(f"deploy_root {normal!r} {how}: deployed files never go near certpilot's own",
-                           field="deploy_root")
-    return normal
+    return checked_path(root, field="deploy_root", subject="deploy_root", guarded=guard(protected),
+                        because="deployed files never go near certpilot's own")
 
 
 def _check_command(command: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import posixpath
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from certpilot.domain.model import (
     NotifySettings,
     check_name,
 )
-from certpilot.domain.paths import guard, reach
+from certpilot.domain.paths import checked_path, guard
 from certpilot.services.app import App
 from certpilot.services.deployment import check_deploy
 from certpilot.services.notifications import check_notify
@@ -39,7 +38,6 @@ MAX_PARAMS = 64
 MAX_VALUE_CHARS = 16 * 1024
 MAX_CONCURRENCY = 256
 MAX_GRANTED_PATHS = 64
-MAX_PATH_CHARS = 4096
 
 
 def check_params(params: Sequence[ProfileParam]) -> tuple[ProfileParam, ...]:
@@ -95,26 +93,6 @@ def check_renewal(
     )
 
 
-def _normalised_path(path: object, field: str) -> str:
-    """`path` as an absolute, normalised POSIX path; InvalidInput when it is not one."""
-    if not isinstance(path, str):
-        raise InvalidInput(f"{field} takes paths (text), got {type(path).__name__}", field=field)
-    if "\x00" in path:
-        raise InvalidInput(f"{field} path {path!r} contains a NUL character", field=field)
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{field} path {path!r} is not valid UTF-8 text", field=field) from None
-    if len(path) > MAX_PATH_CHARS:
-        raise InvalidInput(f"{field} paths are at most {MAX_PATH_CHARS} characters long", field=field)
-    if not path.startswith("/"):
-        raise InvalidInput(f"{field} path {path!r} is not absolute: give it from the root, like /srv/certs",
-                           field=field)
-    if ".." in path.split("/"):
-        raise InvalidInput(f"{field} path {path!r} has a '..' component: give the path without it", field=field)
-    return "/" + posixpath.normpath(path).lstrip("/")  # normpath keeps a leading "//"
-
-
 def check_sandbox(
     concurrency: int,
     allow_read: Iterable[str],
@@ -136,30 +114,15 @@ def check_sandbox(
     for field, paths in (("allow_read", allow_read), ("allow_write", allow_write)):
         if isinstance(paths, str):
             raise InvalidInput(f"{field} takes a list of paths, not one text", field=field)
-        checked = list(dict.fromkeys(_normalised_path(p, field) for p in paths))
+        checked = list(dict.fromkeys(
+            checked_path(p, field=field, subject=f"{field} path", guarded=guarded,
+                         because="a script may never reach certpilot's data dir, master key or database")
+            for p in paths))
         if len(checked) > MAX_GRANTED_PATHS:
             raise InvalidInput(f"{field} takes at most {MAX_GRANTED_PATHS} paths", field=field)
-        for path in checked:
-            how = reach(path, guarded)
-            if how is not None:
-                raise InvalidInput(
-                    f"{field} path {path!r} {how}: a script may never reach certpilot's data dir, "
-                    "master key or database",
-                    field=field,
-                )
         grants[field] = tuple(checked)
     return SandboxSettings(concurrency=concurrency, allow_read=grants["allow_read"],
                            allow_write=grants["allow_write"])
-
-
-def _protected_paths(app: App) -> list[tuple[str, Path]]:
-    """What no script may reach, from the settings; the most specific first, so that an
-    error names the master key rather than the data dir holding it."""
-    settings = app.settings
-    protected = [("master key file", settings.effective_master_key_file)]
-    if settings.sqlite_path is not None:
-        protected.append(("database", settings.sqlite_path))
-    return [*protected, ("data dir", settings.data_dir)]
 
 
 def create_profile(
@@ -183,7 +146,7 @@ def create_profile(
     check_name(name, "profile")
     checked = check_params(params)
     renewal = check_renewal(renew_before_days, renew_before_percent, warning_days, max_pending_days)
-    sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
+    sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=app.settings.protected_paths)
     deploy, notify = _checked_targets(app, deploy, notify)
     now = app.clock.now()
     with app.db.transaction() as session:
@@ -225,7 +188,7 @@ def update_profile(
     keep = frozenset(p.name for p in params if p.sensitive and not p.dynamic and p.value == SENSITIVE_MASK)
     checked = check_params(params)
     renewal = check_renewal(renew_before_days, renew_before_percent, warning_days, max_pending_days)
-    sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=_protected_paths(app))
+    sandbox = check_sandbox(concurrency, allow_read, allow_write, protected=app.settings.protected_paths)
     deploy, notify = _checked_targets(app, deploy, notify)
     now = app.clock.now()
     with app.db.transaction() as session:
@@ -263,7 +226,7 @@ def _checked_targets(app: App, deploy: DeploySettings | None,
                      notify: NotifySettings | None) -> tuple[DeploySettings | None, NotifySettings | None]:
     """Deploy settings and notification targets validated (None: keep what is stored)."""
     if deploy is not None:
-        deploy = check_deploy(deploy.root, deploy.command, deploy.owner, protected=_protected_paths(app))
+        deploy = check_deploy(deploy.root, deploy.command, deploy.owner, protected=app.settings.protected_paths)
     if notify is not None:
         notify = check_notify(notify.url, notify.email)
     return deploy, notify
