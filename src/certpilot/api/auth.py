@@ -1,6 +1,7 @@
 """Who is calling: a Bearer API token (or, for the web UI, its session), and may they.
 
-Only `current_principal` touches the database (the token's lookup, in the thread pool).
+Only the token's lookup touches the database: in a read slot (`api.concurrency`) for the
+role-checked routes, in the thread pool where `current_principal` is used directly.
 `certpilot_app` and the role check are `async def`: they only read what is at hand, and a
 plain `def` would cost each request one more trip through the thread pool.
 """
@@ -13,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from certpilot.api.concurrency import run_read
 from certpilot.domain.model import Principal, Role
 from certpilot.services.app import App
 from certpilot.services.users import SESSION_PRINCIPAL_KEY, authenticate_token
@@ -41,10 +43,20 @@ def current_principal(
                         headers={"WWW-Authenticate": "Bearer"})
 
 
+async def checked_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """`current_principal`, with the token's lookup in a read slot."""
+    if credentials is not None:
+        return await run_read(authenticate_token, app_of(request), credentials.credentials)
+    return current_principal(request, None)  # the web session's principal, or 401: no database
+
+
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets `role` and the roles above it through, and answers 403 to the rest."""
 
-    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(checked_principal)]) -> Principal:
         if not principal.role.allows(role):
             raise HTTPException(403, f"this needs the {role.value} role; {principal.username} is {principal.role.value}")
         return principal

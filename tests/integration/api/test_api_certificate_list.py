@@ -123,3 +123,45 @@ def test_filters_and_pages_agree_with_the_whole_list(client: TestClient, tokens:
     assert f"cursor={listed[1]}" in page.headers["link"]
     last = client.get(CERTS, params={"limit": 2, "cursor": listed[3]}, headers=viewer)
     assert [c["name"] for c in last.json()] == listed[4:] and "link" not in last.headers
+
+
+def test_concurrent_reads_take_turns_in_the_read_slots(api_app: App, tokens: RoleTokens,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight list requests at once: at most `READ_SLOTS` pages are read at the same time
+    (one GIL: more at once only costs switching), and every request is answered."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    from certpilot.api.concurrency import READ_SLOTS
+    from certpilot.api.routes import certificates as route
+    from certpilot.server import create_server
+
+    lock, inside, most = threading.Lock(), [0], [0]
+    real = route.service.list_certificates
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.05)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(route.service, "list_certificates", counted)
+    server = create_server(api_app, web=False)
+
+    async def eight() -> list[int]:
+        transport = httpx.ASGITransport(app=server)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                     headers=tokens.headers(Role.VIEWER)) as client:
+            answers = await asyncio.gather(*(client.get(CERTS) for _ in range(8)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(eight()) == [200] * 8
+    assert most[0] == READ_SLOTS, f"{most[0]} pages read at once"

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from certpilot.api.auth import Admin, CertpilotApp, Operator, Viewer
+from certpilot.api.concurrency import run_read
 from certpilot.api.pagination import link_next
 from certpilot.api.responses import JsonBody
 from certpilot.api.schemas import (
@@ -43,7 +44,7 @@ def _spec_input(spec: SpecIn) -> service.SpecInput:
 
 
 @router.get("", response_model=list[CertificateOut])
-def list_certificates(
+async def list_certificates(
     request: Request,
     app: CertpilotApp,
     _: Viewer,
@@ -54,13 +55,17 @@ def list_certificates(
     cursor: Annotated[str | None, Query(max_length=128, description="the last name of the previous page")] = None,
 ) -> Response:
     # the views are `CertificateOut`'s shape already (tests hold them to it): the API's most
-    # frequent answer is encoded as it is, not validated against the model once more
-    certs = service.list_certificates(app, expiring_within_days=expiring_within, phase=phase, profile=profile,
-                                      after_name=cursor, limit=limit)
-    answer = JsonBody([certificate_view(c) for c in certs])
-    if len(certs) == limit:
-        link_next(request, answer, certs[-1].name)
-    return answer
+    # frequent answer is encoded as it is, not validated against the model once more; the
+    # page is read and encoded in a read slot (api.concurrency)
+    def page() -> Response:
+        certs = service.list_certificates(app, expiring_within_days=expiring_within, phase=phase,
+                                          profile=profile, after_name=cursor, limit=limit)
+        answer = JsonBody([certificate_view(c) for c in certs])
+        if len(certs) == limit:
+            link_next(request, answer, certs[-1].name)
+        return answer
+
+    return await run_read(page)
 
 
 @router.post("", response_model=CertificateOut, status_code=202,
@@ -84,8 +89,11 @@ def request_certificate(body: CertificateIn, response: Response, app: CertpilotA
 
 
 @router.get("/{name}", response_model=CertificateOut)
-def get_certificate(name: str, app: CertpilotApp, _: Viewer) -> Response:
-    return JsonBody(certificate_view(service.get_certificate(app, name)))  # as the list: no second validation
+async def get_certificate(name: str, app: CertpilotApp, _: Viewer) -> Response:
+    def one() -> Response:  # as the list: no second validation, in a read slot
+        return JsonBody(certificate_view(service.get_certificate(app, name)))
+
+    return await run_read(one)
 
 
 @router.put("/{name}", response_model=CertificateOut)
