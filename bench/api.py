@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", default="sqlite,postgresql", help="databases (default sqlite,postgresql)")
     p.add_argument("--postgres-url", default=os.environ.get("CERTPILOT_BENCH_POSTGRES_URL", _setup.DEFAULT_POSTGRES_SERVER),
                    help="a database URL on the PostgreSQL server (a throwaway database is created there)")
+    p.add_argument("--server-workers", type=int, default=1,
+                   help="`certpilot serve --workers N`: HTTP worker processes (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 5,000 rows, 200 requests or 3 s per scenario, wrk 1 s")
     p.add_argument("--json", metavar="PATH", default=None, help="also write all figures as JSON to PATH")
     args = p.parse_args(argv)
@@ -84,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.inprocess_calls = 5
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
     args.backends = [x.strip() for x in args.backends.split(",") if x.strip()]
-    if args.rows < 10 or min(args.concurrency) < 1 or args.requests < 1:
-        p.error("--rows must be at least 10, concurrency and requests at least 1")
+    if args.rows < 10 or min(args.concurrency) < 1 or args.requests < 1 or args.server_workers < 1:
+        p.error("--rows must be at least 10, concurrency, requests and server workers at least 1")
     return args
 
 
@@ -220,11 +222,12 @@ def inprocess_threads(backend: Backend, args, threads: int = 8) -> dict[str, dic
 # --- the server and the load ---------------------------------------------------------
 
 
-def start_server(backend: Backend, root: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_server(backend: Backend, root: Path, workers: int = 1) -> tuple[subprocess.Popen, str, Path]:
     port = _proc.free_port()
     env = _proc.certpilot_env(backend.app.settings.data_dir, backend.url)
     log_path = root / f"serve-{backend.name}.log"
-    proc = _proc.start(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path, root)
+    argv = ["serve", "--host", "127.0.0.1", "--port", str(port)] + (["--workers", str(workers)] if workers > 1 else [])
+    proc = _proc.start(argv, env, log_path, root)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -310,7 +313,7 @@ def bench_backend(backend: Backend, root: Path, args) -> dict[str, Any]:
     log(f"[api] {backend.name}: in-process pass")
     result["inprocess"] = inprocess(backend, token, args)
     result["inprocess_threads"] = inprocess_threads(backend, args)
-    proc, base, log_path = start_server(backend, root)
+    proc, base, log_path = start_server(backend, root, args.server_workers)
     result["load_generator"] = {}
     result["wrk"] = {}
     use_wrk = not args.no_wrk and shutil.which("wrk") is not None
@@ -345,8 +348,10 @@ def bench_backend(backend: Backend, root: Path, args) -> dict[str, Any]:
                             raise BenchError(f"wrk {scenario}: {w['non_2xx']} non-2xx answers")
                         if w["socket_errors"]:
                             log(f"    wrk socket errors: {w['socket_errors']}")
-        result["server_rss_mb"] = (_proc.status_kb(proc.pid, "VmRSS") or 0) / 1024
-        result["server_peak_rss_mb"] = (_proc.status_kb(proc.pid, "VmHWM") or 0) / 1024
+        # the server and its children (with --server-workers: the HTTP workers; the script runner's zygote)
+        family = [proc.pid, *_proc.children(proc.pid)]
+        result["server_rss_mb"] = sum(_proc.status_kb(pid, "VmRSS") or 0 for pid in family) / 1024
+        result["server_peak_rss_mb"] = sum(_proc.status_kb(pid, "VmHWM") or 0 for pid in family) / 1024
     finally:
         _proc.stop(proc)
     return result
@@ -361,13 +366,14 @@ def format_report(result: dict[str, Any], args) -> str:
         f"certpilot API benchmark, {env['date_utc']}, tree {env['git']}",
         f"machine: {env['nproc']} CPUs, {env['cpu_model']}; Python {env['python']}; load average (1 min) "
         f"{min(args.loadavg):.2f}..{max(args.loadavg):.2f} during the run; took {result['elapsed_s'] / 60:.1f} min",
-        f"{args.rows:,} issued certificates; `certpilot serve` (uvicorn, 1 process, default settings) on 127.0.0.1; "
+        f"{args.rows:,} issued certificates; `certpilot serve` (uvicorn, "
+        f"{'1 process' if args.server_workers == 1 else f'--workers {args.server_workers}'}, default settings) on 127.0.0.1; "
         f"load from another process: async httpx, closed loop, up to {args.requests} requests or {args.time_bound:.0f} s "
         f"per scenario after {args.warmup} uncounted",
     ]
     for name, r in result["backends"].items():
         lines += ["", f"{name}: {r['describe']}; bulk load {r['load']['load_s']:.1f} s, {r['load']['size']}; "
-                      f"server VmRSS {r['server_rss_mb']:.0f} MB at the end (peak {r['server_peak_rss_mb']:.0f} MB)"]
+                      f"server VmRSS {r['server_rss_mb']:.0f} MB with its child processes at the end (peak {r['server_peak_rss_mb']:.0f} MB)"]
         lines.append(f"  {'scenario':12} {'conc':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'req/s':>8} "
                      f"{'n':>5} {'p50/healthz':>11} {'req/s vs healthz':>16} {'server CPU ms/req':>17} {'pg CPU':>7} "
                      f"{'client CPU':>10}")
@@ -414,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     root = Path(tempfile.mkdtemp(prefix="certpilot-api-"))
     result: dict[str, Any] = {"environment": env, "backends": {}, "config": {k: getattr(args, k) for k in (
-        "rows", "concurrency", "requests", "time_bound", "warmup", "wrk_seconds", "no_wrk", "backends", "quick")}}
+        "rows", "concurrency", "requests", "time_bound", "warmup", "wrk_seconds", "no_wrk", "backends", "quick",
+        "server_workers")}}
     result["config"]["wrk"] = None if args.no_wrk else shutil.which("wrk")
     started = time.perf_counter()
     try:
