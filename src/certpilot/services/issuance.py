@@ -124,7 +124,7 @@ def start(app: App, session: Session, name: str, *, owner: str, actor: str) -> S
         except KeyBackendError:
             pass  # made again (and its failure recorded) when the attempt runs
     job = _Job(cert, inputs.profile, inputs.script, key, inputs.previous_pem, deferral,
-               script_state.load(session, inputs.profile.name, app.sealer), started_at=now)
+               inputs.state, started_at=now)
     kind = "poll" if deferral is not None else "issue" if cert.status.revision is None else "renew"
     attempt_id = attempts.start_attempt(
         session, inputs.cert_id, key_id=key.key_id if key else None, kind=kind, worker=owner, now=now,

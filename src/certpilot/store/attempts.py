@@ -35,6 +35,7 @@ from certpilot.store.certificates import (
     update_status,
 )
 from certpilot.store.profiles import _to_profile
+from certpilot.store.script_state import value_identity
 from certpilot.store.tables import (
     AttemptRow,
     CertificateRow,
@@ -44,6 +45,7 @@ from certpilot.store.tables import (
     KeyRow,
     ProfileParamRow,
     ProfileRow,
+    ProfileStateRow,
     RevisionRow,
     ScriptRow,
 )
@@ -98,6 +100,8 @@ _FAILURE_STATE = (
     .select_from(_STATUS.outerjoin(_REVISIONS, _REVISIONS.c.id == _STATUS.c.current_revision_id))
     .where(_STATUS.c.certificate_id == bindparam("cid_"))
 )
+_STATE_OF = (select(ProfileStateRow.__table__.c.key, ProfileStateRow.__table__.c.value_sealed)
+             .where(ProfileStateRow.__table__.c.profile_id == bindparam("pid_")))
 _SERVED_PEMS = (select(_REVISIONS.c.leaf_pem, _REVISIONS.c.chain_pem)
                 .join(_STATUS, _STATUS.c.current_revision_id == _REVISIONS.c.id)
                 .where(_STATUS.c.certificate_id == bindparam("cid_")))
@@ -107,7 +111,8 @@ _SERVED_PEMS = (select(_REVISIONS.c.leaf_pem, _REVISIONS.c.chain_pem)
 class AttemptInputs:
     """What an attempt needs, read in one go: the certificate (sensitive dynamic values
     opened), its profile (sensitive values opened), script, pending key, the served
-    revision's PEM (a script's `previous_certificate`) and the deferral's stored fields."""
+    revision's PEM (a script's `previous_certificate`), the deferral's stored fields and
+    the profile's script state."""
 
     cert_id: int
     profile_id: int
@@ -121,6 +126,7 @@ class AttemptInputs:
     deferred_poll_at: dt.datetime | None
     deferred_polls: int
     deferred_cookie_sealed: bytes | None
+    state: dict[str, str]  # the profile's script state (`context.state`), values opened
 
 
 def load_inputs(session: Session, name: str, now: dt.datetime, sealer: Sealer, *,
@@ -156,6 +162,9 @@ def load_inputs(session: Session, name: str, now: dt.datetime, sealer: Sealer, *
         renewal_requested=bool(st.renewal_requested), deferred_since=st.deferred_since,
         deferred_poll_at=st.deferred_poll_at, deferred_polls=st.deferred_polls or 0,
         deferred_cookie_sealed=st.deferred_cookie_sealed,
+        # as `script_state.load` reads it, by the profile's id already at hand
+        state={key: sealer.open_text(sealed, value_identity(profile_row.id, key))
+               for key, sealed in session.execute(_STATE_OF, {"pid_": profile_row.id})},
     )
 
 

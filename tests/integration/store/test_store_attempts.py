@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from certpilot.domain.errors import Conflict, NotFound
 from certpilot.domain.model import KeySpec, Outcome, Phase, ProfileParam
+from certpilot.domain.script_state import StateChanges
 from certpilot.keys.sealing import Sealer
 from certpilot.pki.certificate import CertificateFacts
-from certpilot.store import attempts, certificates, deferrals, schedule
+from certpilot.store import attempts, certificates, deferrals, schedule, script_state
 from certpilot.store.certificates import StoredKey
 from certpilot.store.session import Database
 from certpilot.store.tables import AttemptRow, CertificateStatusRow, KeyRow, RevisionRow
@@ -58,8 +59,10 @@ def test_inputs_hold_what_an_attempt_needs_with_sensitive_values_opened(
         served_key = seed.revision(session, "web", 1)
         pending = seed.key(session, "web")
         session.get(CertificateStatusRow, certificates._id(session, "web")).pending_key_id = pending  # type: ignore[union-attr]
+        script_state.apply(session, "p", sealer, StateChanges(set={"account": "k3y"}, deleted=frozenset()), T0)
     with db.transaction() as session:
         inputs = attempts.load_inputs(session, "web", LATER, sealer, lock=True)
+        assert inputs.state == script_state.load(session, "p", sealer) == {"account": "k3y"}
     assert inputs.certificate.name == "web" and inputs.certificate.status.revision == 1
     assert inputs.certificate.status.phase is Phase.ISSUED
     assert [(p.name, p.value) for p in inputs.profile.params] == [("token", "s3cret"), ("url", "https://ca.test")]
