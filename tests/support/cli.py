@@ -68,6 +68,7 @@ class Cli:
     settings_via: str = "env"  # one of SETTINGS_VIA; "defaults" gives neither flags nor environment
     cwd: Path | None = None
     in_process: bool = True  # False: every call is a new `certpilot` process
+    env: dict[str, str | None] = field(default_factory=dict)  # more environment (SOFTHSM2_CONF, ...); None unsets
     history: list[CliResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -84,8 +85,8 @@ class Cli:
             return (*flags, *args)
         return (*args, *flags)
 
-    def _settings_env(self) -> dict[str, str]:
-        env = {"CERTPILOT_INSECURE_TEST_PASSWORD_HASHING": "1"}  # cheap argon2: tests, not passwords, are the point
+    def _settings_env(self) -> dict[str, str | None]:
+        env = {"CERTPILOT_INSECURE_TEST_PASSWORD_HASHING": "1", **self.env}  # cheap argon2: tests, not passwords
         if self.settings_via == "env":
             env["CERTPILOT_DATA_DIR"] = str(self.data_dir)
             if self.database_url is not None:
@@ -94,7 +95,11 @@ class Cli:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
-        env.update(self._settings_env())
+        for name, value in self._settings_env().items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         return env
 
     def _workdir(self) -> Path:

@@ -1,6 +1,7 @@
-"""`certpilot hsm …` and an HSM certificate through the real console script (DESIGN §5),
-each command a subprocess with SOFTHSM2_CONF, CERTPILOT_DATA_DIR and
-CERTPILOT_DATABASE_URL, on a data dir made by `certpilot init --demo`:
+"""`certpilot hsm …` and an HSM certificate through the real command line (DESIGN §5,
+tests/support/cli.py: in the test process, which has this run's SoftHSM loaded already)
+with SOFTHSM2_CONF, CERTPILOT_DATA_DIR and CERTPILOT_DATABASE_URL, on a data dir made by
+`certpilot init --demo` (a process without SOFTHSM2_CONF: test_hsm_module_env.py):
 
 hsm add (--pin-file) / list --json / show --json / check; cert request
 --hsm-group --wait; cert export writes cert.pem, chain.pem, fullchain.pem and
@@ -15,10 +16,6 @@ Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes
 
@@ -29,46 +26,13 @@ from certpilot.config import Settings
 from certpilot.services.app import App
 from certpilot.services.hsm import list_groups
 from tests.integration.keys.hsm_support import MODULE, SECRET_TOKEN, SoftHsm, halves_in_token, keys_of, spki, token_public_key
+from tests.support.cli import Cli, assert_clean_error
 
 pytestmark = pytest.mark.slow
 
-CLI_TIMEOUT_S = 60
-
-
-def certpilot_argv() -> list[str]:
-    script = Path(sys.executable).with_name("certpilot")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "certpilot"]
-
-
-@dataclass
-class Cli:
-    env: dict[str, str]
-    cwd: Path
-    outputs: list[str]
-
-    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*certpilot_argv(), *args], env=self.env, cwd=self.cwd, capture_output=True,
-                              text=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        self.outputs += [done.stdout, done.stderr]
-        if ok:
-            assert done.returncode == 0, f"certpilot {' '.join(args)}: exit {done.returncode}\n{done.stderr}"
-        return done
-
-    def fails(self, *args: str) -> str:
-        """The one error line of a command that must fail."""
-        done = self.run(*args, ok=False)
-        assert done.returncode != 0, f"certpilot {' '.join(args)} succeeded:\n{done.stdout}"
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr of certpilot {' '.join(args)}: {done.stderr!r}"
-        return lines[0]
-
-
 @pytest.fixture
 def cli(tmp_path: Path, database_url: str, softhsm: SoftHsm) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTPILOT_")}
-    env.update(SOFTHSM2_CONF=str(softhsm.conf), CERTPILOT_DATA_DIR=str(tmp_path / "data"),
-               CERTPILOT_DATABASE_URL=database_url)
-    return Cli(env, tmp_path, [])
+    return Cli(tmp_path / "data", database_url, cwd=tmp_path, env={"SOFTHSM2_CONF": str(softhsm.conf)})
 
 
 def parse_pkcs11_uri(uri: str) -> dict[str, str | bytes]:
@@ -84,28 +48,28 @@ def parse_pkcs11_uri(uri: str) -> dict[str, str | bytes]:
 
 def test_hsm_group_and_certificate_through_the_cli(cli: Cli, tmp_path: Path, database_url: str,
                                                     softhsm: SoftHsm) -> None:
-    cli.run("init", "--demo")
+    cli.ok("init", "--demo")
     pin_file = tmp_path / "pin"
     pin_file.write_text(softhsm.secret_pin + "\n")
     pin_file.chmod(0o600)
 
-    added = cli.run("hsm", "add", "vault", "--module", MODULE, "--token", SECRET_TOKEN, "--pin-file", str(pin_file))
+    added = cli.ok("hsm", "add", "vault", "--module", MODULE, "--token", SECRET_TOKEN, "--pin-file", str(pin_file))
     assert "vault" in added.stdout
-    (row,) = json.loads(cli.run("hsm", "list", "--json").stdout)
+    (row,) = json.loads(cli.ok("hsm", "list", "--json").stdout)
     assert (row["name"], row["token_label"], row["module_path"], row["pin"]) == ("vault", SECRET_TOKEN, MODULE, "***")
-    shown = json.loads(cli.run("hsm", "show", "vault", "--json").stdout)
+    shown = json.loads(cli.ok("hsm", "show", "vault", "--json").stdout)
     assert shown["pin"] == "***" and shown["token_label"] == SECRET_TOKEN
-    checked = cli.run("hsm", "check", "vault").stdout
+    checked = cli.ok("hsm", "check", "vault").stdout
     assert f"logged in to token '{SECRET_TOKEN}'" in checked and "SoftHSM" in checked
 
-    cli.run("cert", "request", "web1", "--profile", "demo", "--cn", "web1.example.test", "--key", "ec:p256",
+    cli.ok("cert", "request", "web1", "--profile", "demo", "--cn", "web1.example.test", "--key", "ec:p256",
             "--hsm-group", "vault", "--wait")
     with App(Settings(data_dir=tmp_path / "data", database_url=database_url)) as app:
         (key,) = keys_of(app, "web1")
     assert key.backend == "pkcs11" and key.pkcs11_id and key.private_key_sealed is None
 
     out = tmp_path / "export"
-    cli.run("cert", "export", "web1", "--out", str(out))
+    cli.ok("cert", "export", "web1", "--out", str(out))
     assert sorted(p.name for p in out.iterdir()) == ["cert.pem", "chain.pem", "fullchain.pem", "key.pkcs11-uri"]
     cert_pem, chain_pem = (out / "cert.pem").read_text(), (out / "chain.pem").read_text()
     assert (out / "fullchain.pem").read_text() == cert_pem + chain_pem
@@ -118,22 +82,21 @@ def test_hsm_group_and_certificate_through_the_cli(cli: Cli, tmp_path: Path, dat
     assert spki(x509.load_pem_x509_certificate(cert_pem.encode()).public_key()) == spki(
         token_public_key(softhsm.secret_ref, bytes.fromhex(key.pkcs11_id)))
 
-    refused = cli.fails("cert", "export", "web1", "--out", str(tmp_path / "with-key"), "--include-key")
+    refused = assert_clean_error(cli.run("cert", "export", "web1", "--out", tmp_path / "with-key", "--include-key"))
     assert "vault" in refused and "PKCS#11 URI" in refused, refused
     assert not (tmp_path / "with-key" / "key.pem").exists()
 
-    in_use = cli.fails("hsm", "remove", "vault")
+    in_use = assert_clean_error(cli.run("hsm", "remove", "vault"))
     assert "web1" in in_use, in_use
 
-    cli.run("cert", "remove", "web1")
+    cli.ok("cert", "remove", "web1")
     assert halves_in_token(softhsm.secret_ref, bytes.fromhex(key.pkcs11_id)) == set()
-    cli.run("hsm", "remove", "vault")
+    cli.ok("hsm", "remove", "vault")
 
-    cli.run("hsm", "add", "broken", "--module", "/nonexistent.so", "--token", SECRET_TOKEN, "--pin-file", str(pin_file))
-    broken = cli.fails("hsm", "check", "broken")
+    cli.ok("hsm", "add", "broken", "--module", "/nonexistent.so", "--token", SECRET_TOKEN, "--pin-file", str(pin_file))
+    broken = assert_clean_error(cli.run("hsm", "check", "broken"))
     assert broken.startswith("error: cannot load the PKCS#11 module /nonexistent.so"), broken
 
     with App(Settings(data_dir=tmp_path / "data", database_url=database_url)) as app:
         assert [g.name for g in list_groups(app)] == ["broken"]
-    for output in cli.outputs:
-        assert softhsm.secret_pin not in output
+    assert softhsm.secret_pin not in cli.all_output()

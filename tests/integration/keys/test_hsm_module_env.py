@@ -6,7 +6,8 @@ started by `make run`, a CLI call) find the token.
 The tokens here live in a SoftHSM configuration of their own, named by no process's
 environment: only the group's `--env` can lead a process to them. The processes are
 real `certpilot` commands (and one Python process for a module loaded twice) started
-with SOFTHSM2_CONF removed from their environment.
+with SOFTHSM2_CONF removed from their environment; the test reads what the worker did
+from the database, and checks `hsm add`'s refusals (which load no module) in-process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from certpilot.config import Settings
+from certpilot.services.app import App
+from certpilot.services.certificates import get_certificate
 from tests.integration.keys.hsm_support import MODULE, init_token
+from tests.support.cli import Cli
 from tests.support.processes import certpilot_executable
 
 pytestmark = pytest.mark.slow
@@ -62,11 +67,17 @@ def certpilot(env: dict[str, str], *args: object, ok: bool = True) -> subprocess
     return done
 
 
+def unloaded(tmp_path: Path) -> Cli:
+    """The command line in the test process, SOFTHSM2_CONF unset, for the commands that load
+    no PKCS#11 module (those that do are real processes: `certpilot(...)`)."""
+    return Cli(tmp_path / "data", None, env={"SOFTHSM2_CONF": None})
+
+
 @pytest.fixture
 def installation(tmp_path: Path, softhsm: object) -> tuple[dict[str, str], PrivateSoftHsm, Path]:
     hsm = private_softhsm(tmp_path / "softhsm", "envtoken")
     env = clean_env(tmp_path / "data")
-    certpilot(env, "init", "--demo")
+    unloaded(tmp_path).ok("init", "--demo")
     pin_file = tmp_path / "pin.txt"
     pin_file.write_text(PIN + "\n")
     return env, hsm, pin_file
@@ -77,18 +88,19 @@ def test_a_process_without_softhsm2_conf_uses_the_group(installation: tuple[dict
     env, hsm, pin_file = installation
     assert "SOFTHSM2_CONF" not in env
 
+    cli = unloaded(tmp_path)
     # without the group's environment the token is out of reach: the control
-    certpilot(env, "hsm", "add", "bare", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file)
+    cli.ok("hsm", "add", "bare", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file)
     bare = certpilot(env, "hsm", "check", "bare", ok=False)
     assert bare.returncode == 1 and f"no token labelled '{hsm.token}'" in bare.stderr, bare.stderr
-    certpilot(env, "hsm", "remove", "bare")
+    cli.ok("hsm", "remove", "bare")
 
-    certpilot(env, "hsm", "add", "soft", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
-              "--env", f"SOFTHSM2_CONF={hsm.conf}")
-    listed = certpilot(env, "hsm", "list").stdout
+    cli.ok("hsm", "add", "soft", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
+           "--env", f"SOFTHSM2_CONF={hsm.conf}")
+    listed = cli.ok("hsm", "list").stdout
     assert listed.splitlines()[0].split() == ["NAME", "TOKEN", "MODULE", "ENV"], listed
     assert f"soft  envtoken  {MODULE}  SOFTHSM2_CONF={hsm.conf}" in listed, listed
-    [group] = json.loads(certpilot(env, "hsm", "list", "--json").stdout)
+    [group] = cli.json("hsm", "list", "--json")
     assert group["module_env"] == {"SOFTHSM2_CONF": str(hsm.conf)} and group["pin"] == "***"
 
     check = certpilot(env, "hsm", "check", "soft", "--json")
@@ -104,18 +116,18 @@ def test_a_process_without_softhsm2_conf_uses_the_group(installation: tuple[dict
     worker = subprocess.Popen([certpilot_executable(), "worker"], env={**env, "CERTPILOT_RECONCILE_INTERVAL_S": "1"},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     try:
-        certpilot(env, "cert", "request", "h2", "--profile", "demo", "--cn", "h2.example.test", "--hsm-group", "soft")
-        certpilot(env, "cert", "renew", "h1")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            h1 = json.loads(certpilot(env, "cert", "show", "h1", "--json").stdout)["status"]
-            h2 = json.loads(certpilot(env, "cert", "show", "h2", "--json").stdout)["status"]
-            if h1["revision"] == 2 and h2["phase"] == "issued":
-                break
-            assert h1["failures"] == 0 and h2["failures"] == 0, (h1, h2)
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"the worker did not issue h2 and renew h1: {h1} {h2}")
+        cli.ok("cert", "request", "h2", "--profile", "demo", "--cn", "h2.example.test", "--hsm-group", "soft")
+        cli.ok("cert", "renew", "h1")
+        with App(Settings(data_dir=tmp_path / "data")) as app:  # reads the database only: no module loaded
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                h1, h2 = get_certificate(app, "h1").status, get_certificate(app, "h2").status
+                if h1.revision == 2 and h2.phase.value == "issued":
+                    break
+                assert h1.failures == 0 and h2.failures == 0, (h1, h2)
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"the worker did not issue h2 and renew h1: {h1} {h2}")
     finally:
         worker.terminate()
         log, _ = worker.communicate(timeout=60)
@@ -124,18 +136,19 @@ def test_a_process_without_softhsm2_conf_uses_the_group(installation: tuple[dict
 
 def test_groups_on_one_module_share_its_environment(installation: tuple[dict[str, str], PrivateSoftHsm, Path],
                                                     tmp_path: Path) -> None:
-    env, hsm, pin_file = installation
-    certpilot(env, "hsm", "add", "soft", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
-              "--env", f"SOFTHSM2_CONF={hsm.conf}")
-    other = certpilot(env, "hsm", "add", "other", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
-                      "--env", f"SOFTHSM2_CONF={tmp_path / 'elsewhere.conf'}", ok=False)
+    _, hsm, pin_file = installation
+    cli = unloaded(tmp_path)
+    cli.ok("hsm", "add", "soft", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
+           "--env", f"SOFTHSM2_CONF={hsm.conf}")
+    other = cli.run("hsm", "add", "other", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
+                    "--env", f"SOFTHSM2_CONF={tmp_path / 'elsewhere.conf'}")
     assert other.returncode == 1 and "same environment" in other.stderr and "'soft'" in other.stderr, other.stderr
     for bad, says in ((f"LD_PRELOAD={tmp_path}/x.so", "LD_PRELOAD"), ("CERTPILOT_DATA_DIR=/tmp", "CERTPILOT_DATA_DIR"),
                       ("NO_EQUALS", "NAME=VALUE"), ("BAD-NAME=1", "BAD-NAME")):
-        refused = certpilot(env, "hsm", "add", "x", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
-                            "--env", bad, ok=False)
+        refused = cli.run("hsm", "add", "x", "--module", MODULE, "--token", hsm.token, "--pin-file", pin_file,
+                          "--env", bad)
         assert refused.returncode == 1 and says in refused.stderr, refused.stderr
-    names = [g["name"] for g in json.loads(certpilot(env, "hsm", "list", "--json").stdout)]
+    names = [g["name"] for g in cli.json("hsm", "list", "--json")]
     assert names == ["soft"]
 
 
