@@ -7,11 +7,19 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from certpilot.config_defaults import (
+    DEFAULT_DATA_DIR,
+    ENV_PREFIX,
+    MASTER_KEY_FILE_NAME,
+    default_database_url,
+    sqlite_file,
+)
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CERTPILOT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    data_dir: Path = Path("./certpilot-data")
+    data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = None
     master_key_file: Path | None = None
     reconcile_interval_s: float = Field(default=30.0, gt=0)
@@ -42,16 +50,15 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'certpilot.db').resolve()}"
+        return self.database_url or default_database_url(self.data_dir)
 
     @property
     def effective_master_key_file(self) -> Path:
-        return self.master_key_file or self.data_dir / "master.key"
+        return self.master_key_file or self.data_dir / MASTER_KEY_FILE_NAME
 
     @property
     def sqlite_path(self) -> Path | None:
-        url = self.effective_database_url
-        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        return sqlite_file(self.effective_database_url)
 
     @property
     def protected_paths(self) -> tuple[tuple[str, Path], ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from certpilot.config_defaults import (
+    DEFAULT_DATA_DIR,
+    SQLITE_URL_PREFIX,
+    default_database_url,
+    environment_value,
+    sqlite_file,
+)
 from certpilot.domain.errors import ConfigurationError, InvalidInput
 
 if TYPE_CHECKING:
@@ -103,18 +109,19 @@ def load_settings() -> Settings:
 
 def sqlite_database_for_reads() -> Path | None:
     """The SQLite file the settings name, worked out without pydantic (for the quick
-    `cert list`): the flags, else CERTPILOT_DATABASE_URL / CERTPILOT_DATA_DIR, else the
-    default. None when the database is not a SQLite file, or a setting is one this
-    shortcut does not read exactly as `Settings` would (then `load_settings` decides)."""
-    env = {k.upper(): v for k, v in os.environ.items() if k.upper() in ("CERTPILOT_DATA_DIR", "CERTPILOT_DATABASE_URL")}
-    if any(not value.strip() for value in env.values()):
+    `cert list`) from the names and defaults `Settings` uses (certpilot.config_defaults):
+    the flags, else the environment, else the default. None when the database is not a
+    SQLite file, or a setting is one this shortcut does not read exactly as `Settings`
+    would (an empty value, a URL with options: then `load_settings` decides)."""
+    env = {field: environment_value(field) for field in ("data_dir", "database_url")}
+    if any(value is not None and not value.strip() for value in env.values()):
         return None
-    url = _overrides.get("database_url") or env.get("CERTPILOT_DATABASE_URL")
+    url = _overrides.get("database_url") or env["database_url"]
     if url is None:
-        return Path(_overrides.get("data_dir") or env.get("CERTPILOT_DATA_DIR") or "./certpilot-data") / "certpilot.db"
-    if url.startswith("sqlite:///") and "?" not in url and len(url) > len("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
-    return None
+        url = default_database_url(Path(_overrides.get("data_dir") or env["data_dir"] or DEFAULT_DATA_DIR))
+    if "?" in url or url == SQLITE_URL_PREFIX:
+        return None
+    return sqlite_file(url)
 
 
 def open_app() -> App:

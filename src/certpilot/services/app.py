@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from certpilot.clock import Clock, SystemClock
 from certpilot.config import Settings
+from certpilot.config_defaults import SQLITE_FILE_NAME
 from certpilot.domain.errors import ConfigurationError
 from certpilot.issuers.runner import Issuer, RunnerConfig, ScriptRunner
 from certpilot.issuers.sandbox import SandboxError
@@ -39,7 +40,7 @@ class App:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.random_fraction = random_fraction or random.random
-        if check_schema and settings.database_url is None and not (settings.data_dir / "certpilot.db").exists():
+        if check_schema and settings.database_url is None and not (settings.data_dir / SQLITE_FILE_NAME).exists():
             raise ConfigurationError(
                 f"no certpilot database in {settings.data_dir.resolve()}: point at your data dir with "
                 "--data-dir or CERTPILOT_DATA_DIR, or create one there with `certpilot init`"
