@@ -63,24 +63,76 @@ class _ShortPaths:
             self._fd = None
 
 
+class _Reported:
+    """Which wake-up failures were logged already: a persistent one is said once (until a
+    wake-up of that directory goes through), not on every request that makes work due."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, int | None]] = set()
+        self._lock = threading.Lock()
+
+    def first(self, directory: Path, what: str, exc: OSError) -> bool:
+        key = (str(directory), what, exc.errno)
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            return True
+
+    def cleared(self, directory: Path) -> None:
+        with self._lock:
+            self._seen = {key for key in self._seen if key[0] != str(directory)}
+
+
+_reported = _Reported()
+
+
+def _failed(directory: Path, what: str, exc: OSError) -> None:
+    """Log a failed wake-up once (a warning), then only at debug level."""
+    level = logging.WARNING if _reported.first(directory, what, exc) else logging.DEBUG
+    log.log(level, "cannot wake the renewal loop at %s (%s); it wakes on its interval instead", what, exc)
+
+
 def wake_sqlite_loops(database_url: str) -> None:
-    """Wake every renewal loop listening on this SQLite database (none: nothing to do)."""
+    """Wake every renewal loop listening on this SQLite database (none: nothing to do).
+
+    Best effort, never an error for the caller (its work is committed; each loop's
+    interval bounds the delay): a full queue means a wake-up is pending already; a
+    socket whose loop has gone is removed; any other failure is logged once."""
     directory = sqlite_wake_dir(database_url)
     if directory is None or not directory.is_dir():
         return
-    paths = _ShortPaths(directory)
+    try:
+        paths = _ShortPaths(directory)
+    except OSError as exc:
+        _failed(directory, str(directory), exc)
+        return
+    failed = False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
             sender.setblocking(False)
             for path in directory.glob("*.sock"):
                 try:
-                    sender.sendto(b"w", paths.address(path.name))
-                except (ConnectionRefusedError, FileNotFoundError):  # its loop has gone
-                    path.unlink(missing_ok=True)
-                except (BlockingIOError, OSError):
-                    pass  # a full queue: that loop has a wake-up pending already
+                    _send(sender, paths.address(path.name), path)
+                except OSError as exc:
+                    failed = True
+                    _failed(directory, str(path), exc)
+    except OSError as exc:  # no socket to send from, the directory unreadable
+        failed = True
+        _failed(directory, str(directory), exc)
     finally:
         paths.close()
+    if not failed:
+        _reported.cleared(directory)
+
+
+def _send(sender: socket.socket, address: str, path: Path) -> None:
+    try:
+        sender.sendto(b"w", address)
+    except BlockingIOError:
+        pass  # a full queue: that loop has a wake-up pending already
+    except (ConnectionRefusedError, FileNotFoundError):  # its loop has gone
+        path.unlink(missing_ok=True)
 
 
 class SqliteWakeListener:
@@ -125,7 +177,10 @@ class SqliteWakeListener:
                 self._socket.recv(64)
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
+                if not self._stop.is_set():  # not closed by stop(): say so, the loop goes on
+                    log.warning("stopped listening for wake-ups at %s (%s); the renewal loop wakes on its "
+                                "interval only", self._path, exc)
                 return
             self._on_wake()
 
