@@ -135,7 +135,7 @@ def load_inputs(session: Session, name: str, now: dt.datetime, sealer: Sealer, *
     transaction ends (PostgreSQL). Raises `NotFound`."""
     flush_orm(session)
     query = _INPUTS_LOCKED if lock and session.get_bind().dialect.name == "postgresql" else _INPUTS
-    row = session.execute(query, {"name_": name}).first()
+    row = session.connection().execute(query, {"name_": name}).first()
     if row is None:
         raise NotFound("certificate", name)
     parts = _INPUT_PARTS.split(row)
@@ -144,13 +144,13 @@ def load_inputs(session: Session, name: str, now: dt.datetime, sealer: Sealer, *
     profile_row, script_row = parts["p"], parts["x"]
     profile_row.script = script_row
     profile_row.params = [SimpleNamespace(**p._mapping)
-                          for p in session.execute(_PROFILE_PARAMS_OF, {"pid_": profile_row.id})]
-    dynamic = [SimpleNamespace(**p._mapping) for p in session.execute(_DYNAMIC_OF, {"cid_": cert.id})]
+                          for p in session.connection().execute(_PROFILE_PARAMS_OF, {"pid_": profile_row.id})]
+    dynamic = [SimpleNamespace(**p._mapping) for p in session.connection().execute(_DYNAMIC_OF, {"cid_": cert.id})]
     revision = rev if st.current_revision_id is not None else None
     certificate = certificate_from_parts(cert, st, revision, profile_row, dynamic, now, sealer)
     key = None
     if st.pending_key_id is not None:
-        key_row = session.execute(_KEY_BY_ID, {"kid_": st.pending_key_id}).first()
+        key_row = session.connection().execute(_KEY_BY_ID, {"kid_": st.pending_key_id}).first()
         key = stored_key(key_row) if key_row is not None else None
     script = Script(name=script_row.name, kind=script_row.kind, source=script_row.source, sha256=script_row.sha256,
                     timeout_s=script_row.timeout_s, created_at=script_row.created_at,
@@ -164,7 +164,7 @@ def load_inputs(session: Session, name: str, now: dt.datetime, sealer: Sealer, *
         deferred_cookie_sealed=st.deferred_cookie_sealed,
         # as `script_state.load` reads it, by the profile's id already at hand
         state={key: sealer.open_text(sealed, value_identity(profile_row.id, key))
-               for key, sealed in session.execute(_STATE_OF, {"pid_": profile_row.id})},
+               for key, sealed in session.connection().execute(_STATE_OF, {"pid_": profile_row.id})},
     )
 
 
@@ -172,18 +172,18 @@ def pending_key(session: Session, name: str) -> StoredKey | None:
     """The key made for the next revision and not used yet, if any."""
     cert_id = _id(session, name)
     flush_orm(session)
-    key_id = session.execute(_PENDING_KEY_ID, {"cid_": cert_id}).scalar()
+    key_id = session.connection().execute(_PENDING_KEY_ID, {"cid_": cert_id}).scalar()
     if key_id is None:
         return None
-    row = session.execute(_KEY_BY_ID, {"kid_": key_id}).first()
+    row = session.connection().execute(_KEY_BY_ID, {"kid_": key_id}).first()
     return stored_key(row) if row is not None else None
 
 
 def _insert_key(session: Session, cert_id: int, key: StoredKey, now: dt.datetime) -> None:
     hsm_group_id = None
     if key.hsm_group:
-        hsm_group_id = session.execute(_HSM_GROUP_ID, {"name_": key.hsm_group}).scalar()
-    session.execute(_INSERT_KEY, {
+        hsm_group_id = session.connection().execute(_HSM_GROUP_ID, {"name_": key.hsm_group}).scalar()
+    session.connection().execute(_INSERT_KEY, {
         "id": key.key_id, "certificate_id": cert_id, "backend": key.backend, "key_spec": str(key.key_spec),
         "private_key_sealed": key.private_key_sealed, "public_key_sha256": key.public_key_sha256,
         "csr_pem": key.csr_pem, "created_at": now, "hsm_group_id": hsm_group_id,
@@ -196,7 +196,7 @@ def store_pending_key(session: Session, name: str, key: StoredKey, *, attempt_id
     cert_id = _id(session, name)
     flush_orm(session)
     _insert_key(session, cert_id, key, now)
-    session.execute(_UPDATE_ATTEMPT, {"aid_": attempt_id, "key_id": key.key_id})
+    session.connection().execute(_UPDATE_ATTEMPT, {"aid_": attempt_id, "key_id": key.key_id})
     update_status(session, cert_id, {"pending_key_id": key.key_id})
 
 
@@ -208,7 +208,7 @@ def start_attempt(session: Session, cert_id: int, *, key_id: str | None, kind: s
     key (then `key_id` is ignored). Returns the attempt's id."""
     flush_orm(session)
     # an attempt still open here belonged to a worker that died: its lease ran out
-    for attempt_id, worker_was, started_at in session.execute(_OPEN_ATTEMPTS, {"cid_": cert_id}).all():
+    for attempt_id, worker_was, started_at in session.connection().execute(_OPEN_ATTEMPTS, {"cid_": cert_id}).all():
         _finish(session, attempt_id, started_at, Outcome.FAILED, now,
                 f"the worker {worker_was} stopped during this attempt", None)
     status: dict[str, object] = {"last_attempt_at": now}
@@ -217,7 +217,7 @@ def start_attempt(session: Session, cert_id: int, *, key_id: str | None, kind: s
         key_id = status["pending_key_id"] = new_key.key_id
     if renewing and kind != "poll":  # a poll stays `deferred`
         status["phase"] = Phase.RENEWING.value
-    attempt_id = session.execute(_INSERT_ATTEMPT, {
+    attempt_id = session.connection().execute(_INSERT_ATTEMPT, {
         "certificate_id": cert_id, "key_id": key_id, "kind": kind, "worker": worker, "started_at": now,
         "finished_at": None, "outcome": None, "duration_ms": None, "error": None, "output": None,
         "revision_number": None}).inserted_primary_key[0]
@@ -239,10 +239,10 @@ def clear_deferral(st: CertificateStatusRow) -> None:
 def _finish(session: Session, attempt_id: int, started_at: dt.datetime | None, outcome: Outcome, now: dt.datetime,
             error: str | None, output: str | None, **extra: object) -> None:
     if started_at is None:
-        started_at = session.execute(_STARTED_AT, {"aid_": attempt_id}).scalar()
+        started_at = session.connection().execute(_STARTED_AT, {"aid_": attempt_id}).scalar()
         if started_at is None:
             raise NotFound("attempt", str(attempt_id))
-    session.execute(_UPDATE_ATTEMPT, {
+    session.connection().execute(_UPDATE_ATTEMPT, {
         "aid_": attempt_id, "finished_at": now, "outcome": outcome.value,
         "duration_ms": int((now - started_at).total_seconds() * 1000), "error": error, "output": output, **extra})
 
@@ -263,10 +263,10 @@ def finish_attempt_issued(
     """Store the new revision and make it current, in the caller's transaction. Returns its
     number. `started_at`: the attempt's start, when the caller knows it (else read)."""
     cert_id = lock_certificate(session, name)
-    if session.execute(_KEY_USED, {"kid_": key.key_id}).scalar():
+    if session.connection().execute(_KEY_USED, {"kid_": key.key_id}).scalar():
         raise Conflict(f"a revision with key {key.key_id} is stored already")
-    number = (session.execute(_LAST_NUMBER, {"cid_": cert_id}).scalar() or 0) + 1
-    revision_id = session.execute(_INSERT_REVISION, {
+    number = (session.connection().execute(_LAST_NUMBER, {"cid_": cert_id}).scalar() or 0) + 1
+    revision_id = session.connection().execute(_INSERT_REVISION, {
         "certificate_id": cert_id, "number": number, "key_id": key.key_id, "leaf_pem": leaf_pem,
         "chain_pem": chain_pem, "csr_pem": key.csr_pem, "serial": facts.serial, "not_before": facts.not_before,
         "not_after": facts.not_after, "fingerprint_sha256": facts.fingerprint_sha256,
@@ -304,7 +304,7 @@ def finish_attempt_failed(
 def _mark_failed(session: Session, name: str, *, error: str, now: dt.datetime,
                  retry_at: dt.datetime, keep_deferral: bool = False) -> int:
     cert_id = lock_certificate(session, name)
-    st = session.execute(_FAILURE_STATE, {"cid_": cert_id}).one()
+    st = session.connection().execute(_FAILURE_STATE, {"cid_": cert_id}).one()
     failures = (st.failures or 0) + 1
     values: dict[str, object] = {"failures": failures, "last_error": error, "renewal_requested": False,
                                  "retry_at": retry_at}
@@ -331,5 +331,5 @@ def spec_context(session: Session, name: str) -> dict[str, object]:
     """What a script's optional `context` sees about the served certificate."""
     cert_id = _id(session, name)
     flush_orm(session)
-    rev = session.execute(_SERVED_PEMS, {"cid_": cert_id}).first()
+    rev = session.connection().execute(_SERVED_PEMS, {"cid_": cert_id}).first()
     return {"previous_certificate": rev.leaf_pem + rev.chain_pem if rev else None}

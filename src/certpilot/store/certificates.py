@@ -451,7 +451,7 @@ def _id(session: Session, name: str) -> int:
     cert_id = ids.get(name)
     if cert_id is None:
         flush_orm(session)
-        cert_id = session.execute(_ID_BY_NAME, {"name_": name}).scalar()
+        cert_id = session.connection().execute(_ID_BY_NAME, {"name_": name}).scalar()
         if cert_id is None:
             raise NotFound("certificate", name)
         ids[name] = cert_id
@@ -463,7 +463,8 @@ def _id(session: Session, name: str) -> int:
 # tracking and flushing ORM objects cost most of the controller's CPU per certificate.
 # ORM work and Core statements may meet in one session (a service loads a row, then the
 # loop's helpers write): `flush_orm` before a Core statement, `expire_orm_status` after a
-# Core write to a status or attempt row.
+# Core write to a status or attempt row. The statements run on the session's connection
+# (`session.connection().execute`): the ORM's per-statement work is not needed for them.
 
 
 # built once with bind parameters: building a statement (and its cache key) per call costs
@@ -479,7 +480,7 @@ def update_status(session: Session, cert_id: int, values: Mapping[str, object]) 
     """Set `values` (columns of the status table) on `cert_id`'s status row (Core: flush
     the ORM first, expire its loaded rows after). Returns the rows changed (0 or 1)."""
     flush_orm(session)
-    changed = session.execute(_UPDATE_STATUS, {"cid_": cert_id, **values}).rowcount
+    changed = session.connection().execute(_UPDATE_STATUS, {"cid_": cert_id, **values}).rowcount
     expire_orm_status(session)
     return int(changed)
 
@@ -524,7 +525,7 @@ def lock_certificate(session: Session, name: str) -> int:
     SQLite's writer holds the database). Raises `NotFound`."""
     flush_orm(session)
     query = _LOCK_BY_NAME if session.get_bind().dialect.name == "postgresql" else _ID_BY_NAME
-    cert_id = session.execute(query, {"name_": name}).scalar()
+    cert_id = session.connection().execute(query, {"name_": name}).scalar()
     if cert_id is None:
         raise NotFound("certificate", name)
     remember_id(session, name, cert_id)

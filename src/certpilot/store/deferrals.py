@@ -52,7 +52,7 @@ def load(session: Session, name: str, sealer: Sealer) -> Deferral | None:
     """The request the CA holds for `name`, cookie opened; None when there is none."""
     cert_id = _id(session, name)
     flush_orm(session)
-    st = session.execute(_STORED, {"cid_": cert_id}).one()
+    st = session.connection().execute(_STORED, {"cid_": cert_id}).one()
     return _opened(cert_id, st.deferred_cookie_sealed, st.deferred_since, st.deferred_poll_at,
                    st.deferred_polls or 0, sealer)
 
@@ -64,7 +64,7 @@ def record(
     """The CA answered `Pending`: keep (or replace, when `cookie` is not None) the sealed
     cookie, set the next poll, count the answer, finish the attempt as deferred."""
     cert_id = lock_certificate(session, name)
-    st = session.execute(_STORED, {"cid_": cert_id}).one()
+    st = session.connection().execute(_STORED, {"cid_": cert_id}).one()
     values: dict[str, object] = {"deferred_poll_at": poll_at, "phase": Phase.DEFERRED.value,
                                  "renewal_requested": False}
     if cookie is not None:
@@ -85,7 +85,7 @@ def abandon(session: Session, name: str) -> bool:
     Returns whether there was one."""
     cert_id = _id(session, name)
     flush_orm(session)
-    if session.execute(_STORED, {"cid_": cert_id}).one().deferred_since is None:
+    if session.connection().execute(_STORED, {"cid_": cert_id}).one().deferred_since is None:
         return False
     update_status(session, cert_id, CLEARED_DEFERRAL)
     return True

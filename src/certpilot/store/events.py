@@ -37,7 +37,7 @@ def record_event(
     # whatever the session holds, so that events keep their order
     if session.new:
         session.flush()
-    session.execute(_INSERT_EVENT, values)
+    session.connection().execute(_INSERT_EVENT, values)
 
 
 def list_events(

@@ -54,7 +54,7 @@ def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_un
     """Take the lease on `name`, or raise `Conflict` while another live worker holds it."""
     cert_id = _id(session, name)
     flush_orm(session)
-    taken = session.execute(_CLAIM, {"cid_": cert_id, "holder_": owner, "now_": now,
+    taken = session.connection().execute(_CLAIM, {"cid_": cert_id, "holder_": owner, "now_": now,
                                      "lease_owner": owner, "lease_expires_at": lease_until}).rowcount
     if not taken:
         raise Conflict(f"certificate {name!r} is being worked on by another worker; try again shortly")
@@ -64,25 +64,25 @@ def claim(session: Session, name: str, *, owner: str, now: dt.datetime, lease_un
 def is_leased(session: Session, name: str, now: dt.datetime) -> bool:
     """Some live holder has the lease on `name`."""
     flush_orm(session)
-    lease = session.execute(_LEASE, {"cid_": _id(session, name)}).first()
+    lease = session.connection().execute(_LEASE, {"cid_": _id(session, name)}).first()
     return bool(lease and lease.lease_owner and lease.lease_expires_at and lease.lease_expires_at >= now)
 
 
 def is_renewal_requested(session: Session, name: str) -> bool:
     flush_orm(session)
-    return bool(session.execute(_RENEWAL_REQUESTED, {"cid_": _id(session, name)}).scalar())
+    return bool(session.connection().execute(_RENEWAL_REQUESTED, {"cid_": _id(session, name)}).scalar())
 
 
 def release(session: Session, name: str, owner: str) -> None:
     cert_id = _id(session, name)
     flush_orm(session)
-    session.execute(_RELEASE, {"cid_": cert_id, "holder_": owner, "lease_owner": None, "lease_expires_at": None})
+    session.connection().execute(_RELEASE, {"cid_": cert_id, "holder_": owner, "lease_owner": None, "lease_expires_at": None})
     expire_orm_status(session)
 
 
 def release_all(session: Session, owner: str) -> None:
     flush_orm(session)
-    session.execute(update(_STATUS).where(_STATUS.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None))
+    session.connection().execute(update(_STATUS).where(_STATUS.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None))
     expire_orm_status(session)
 
 
@@ -121,7 +121,7 @@ def claim_due(
         due = due.with_for_update(skip_locked=True, of=st)
     flush_orm(session)
     picked: dict[int, Claimed] = {}
-    for cert_id, name, profile in session.execute(due):
+    for cert_id, name, profile in session.connection().execute(due):
         if len(picked) >= limit:
             break
         if profile in room:
@@ -131,7 +131,7 @@ def claim_due(
         picked[cert_id] = Claimed(name, profile)
     if not picked:
         return []
-    session.execute(
+    session.connection().execute(
         update(st).where(st.c.certificate_id.in_(picked)).values(lease_owner=owner, lease_expires_at=lease_until)
     )
     expire_orm_status(session)
@@ -140,17 +140,17 @@ def claim_due(
 
 def profile_concurrency(session: Session) -> dict[str, int]:
     """Each profile's most calls in flight per controller process."""
-    return {name: concurrency for name, concurrency in session.execute(select(_PROFILES.c.name, _PROFILES.c.concurrency))}
+    return {name: concurrency for name, concurrency in session.connection().execute(select(_PROFILES.c.name, _PROFILES.c.concurrency))}
 
 
 def earliest_next_action(session: Session, now: dt.datetime) -> dt.datetime | None:
     """When this loop may find work next: the earliest `next_action_at` among
     certificates no live worker holds, or the earliest expiry of a live lease."""
     st = _STATUS.c
-    free = session.execute(
+    free = session.connection().execute(
         select(func.min(st.next_action_at)).where(or_(st.lease_owner.is_(None), st.lease_expires_at < now))
     ).scalar()
-    leased = session.execute(select(func.min(st.lease_expires_at)).where(st.lease_expires_at >= now)).scalar()
+    leased = session.connection().execute(select(func.min(st.lease_expires_at)).where(st.lease_expires_at >= now)).scalar()
     return min((t for t in (free, leased) if t is not None), default=None)
 
 
@@ -176,7 +176,7 @@ def snapshot(session: Session, name: str) -> CertificateSnapshot:
     """What the policy needs to know about `name`, loaded (one statement: the status, the
     served revision without its PEMs, the profile)."""
     flush_orm(session)
-    found = session.execute(_SNAPSHOT_BY_NAME, {"name_": name}).first()
+    found = session.connection().execute(_SNAPSHOT_BY_NAME, {"name_": name}).first()
     if found is None:
         raise NotFound("certificate", name)
     parts = _SNAPSHOT_PARTS.split(found)
@@ -212,7 +212,7 @@ def set_next_action(session: Session, name: str, at: dt.datetime) -> None:
 
 def record_warnings(session: Session, name: str, days: tuple[int, ...]) -> None:
     flush_orm(session)
-    warned = session.execute(_WARNED_DAYS, {"cid_": _id(session, name)}).scalar()
+    warned = session.connection().execute(_WARNED_DAYS, {"cid_": _id(session, name)}).scalar()
     _set_status(session, name, warned_days=sorted(set(warned or ()) | set(days), reverse=True))
 
 
@@ -222,4 +222,4 @@ def mark_expired(session: Session, name: str) -> None:
 
 def served_not_after(session: Session, name: str) -> dt.datetime | None:
     flush_orm(session)
-    return session.execute(_SERVED_NOT_AFTER, {"cid_": _id(session, name)}).scalar()
+    return session.connection().execute(_SERVED_NOT_AFTER, {"cid_": _id(session, name)}).scalar()
