@@ -28,11 +28,15 @@ def _secret_spans(data: bytes, secrets: list[bytes]) -> list[tuple[int, int]]:
     return merged
 
 
-def _masked_window(data: bytes, secrets: Iterable[str], lo: int, hi: int) -> str:
-    """`data[lo:hi]` as text, with every secret that reaches into the window shown as
-    `***`, also one cut by the window's edge. Offsets are bytes, so a cut through a
-    multi-byte character cannot shift a secret out of view."""
-    encoded = sorted({s.encode("utf-8", "surrogatepass") for s in all_forms(secrets)}, key=len, reverse=True)
+def _encoded(forms: Iterable[str]) -> list[bytes]:
+    """Forms as UTF-8 bytes, longest first (so the longest match wins)."""
+    return sorted({f.encode("utf-8", "surrogatepass") for f in forms}, key=len, reverse=True)
+
+
+def _masked_window(data: bytes, encoded: list[bytes], lo: int, hi: int) -> str:
+    """`data[lo:hi]` as text, with every form in `encoded` (from `_encoded`) that reaches
+    into the window shown as `***`, also one cut by the window's edge. Offsets are bytes,
+    so a cut through a multi-byte character cannot shift a secret out of view."""
     out, pos = [], lo
     for start, end in _secret_spans(data, encoded):
         if end <= lo or start >= hi:
@@ -44,21 +48,46 @@ def _masked_window(data: bytes, secrets: Iterable[str], lo: int, hi: int) -> str
     return "".join(out)
 
 
+class Scrubber:
+    """Masks a set of secrets, in every form, in any number of texts. The forms are computed
+    once, when it is made, and live as long as it does (one call's output, one error):
+    nothing is kept by secret value beyond that."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = [s for s in dict.fromkeys(secrets) if s]
+        self._forms = _encoded(all_forms(self.secrets))
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret, in any of its forms, replaced by `***`."""
+        return self.scrub_all([text])[0]
+
+    def scrub_all(self, texts: Sequence[str]) -> list[str]:
+        """Each of `texts` scrubbed, pieces of a secret printed apart across them included
+        (half of it on stdout, the rest on stderr)."""
+        pieces = split_pieces(texts, self.secrets)
+        forms = self._forms
+        if pieces:  # what these texts hold only: their forms for this call alone
+            forms = sorted({*forms, *_encoded(all_forms(pieces))}, key=len, reverse=True)
+        out = []
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            out.append(_masked_window(data, forms, 0, len(data)))
+        return out
+
+    def window(self, data: bytes, lo: int, hi: int) -> str:
+        """`data[lo:hi]` as text, secrets masked, also one cut by the window's edge."""
+        return _masked_window(data, self._forms, lo, hi)
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` with every non-empty secret, in any of its forms, replaced by `***`."""
-    return scrub_all([text], secrets)[0]
+    return Scrubber(secrets).scrub(text)
 
 
 def scrub_all(texts: Sequence[str], secrets: Iterable[str]) -> list[str]:
     """Each of `texts` scrubbed, pieces of a secret printed apart across them included
     (half of it on stdout, the rest on stderr)."""
-    secrets = [s for s in secrets if s]
-    hidden = secrets + split_pieces(texts, secrets)
-    out = []
-    for text in texts:
-        data = text.encode("utf-8", "surrogatepass")
-        out.append(_masked_window(data, hidden, 0, len(data)))
-    return out
+    return Scrubber(secrets).scrub_all(texts)
 
 
 class BoundedCapture:
@@ -87,14 +116,14 @@ class BoundedCapture:
             if len(self._tail) > self._tail_limit:
                 del self._tail[: len(self._tail) - self._tail_limit]
 
-    def text(self, secrets: Iterable[str]) -> str:
+    def text(self, secrets: Iterable[str] | Scrubber) -> str:
         """The kept output, secrets masked. Cuts are made on the raw bytes, and a
         secret the cut runs through is masked whole, so no piece of it shows."""
-        secrets = list(secrets)
+        scrubber = secrets if isinstance(secrets, Scrubber) else Scrubber(secrets)
         if self.total <= self._head_limit + self._tail_limit:  # nothing was dropped
             data = bytes(self._head + self._tail)
-            return _masked_window(data, secrets, 0, len(data))
-        head = _masked_window(bytes(self._head), secrets, 0, min(self._head_bytes, len(self._head)))
-        tail = _masked_window(bytes(self._tail), secrets, max(0, len(self._tail) - self._tail_bytes), len(self._tail))
+            return scrubber.window(data, 0, len(data))
+        head = scrubber.window(bytes(self._head), 0, min(self._head_bytes, len(self._head)))
+        tail = scrubber.window(bytes(self._tail), max(0, len(self._tail) - self._tail_bytes), len(self._tail))
         omitted = self.total - self._head_bytes - self._tail_bytes
         return f"{head}\n[... {omitted} bytes omitted ...]\n{tail}"

@@ -27,7 +27,7 @@ import traceback
 from typing import Any
 
 from certpilot.issuers import sandbox
-from certpilot.issuers.capture import scrub
+from certpilot.issuers.capture import Scrubber, scrub
 from certpilot.issuers.messages import OPERATION_POLL, OPERATION_RENEWAL_INFO, CallReply, CallRequest, HostSpec
 from certpilot.issuers.state import ScriptState
 from certpilot.issuers.protocol import ChannelClosed, read_message, write_message
@@ -50,13 +50,16 @@ class ScriptContext:
         self.certificate_name: str = data.get("certificate_name", "")
         self.profile_name: str = data.get("profile_name", "")
         self._secrets = [s for s in secrets if s]
+        self._scrubber: Scrubber | None = None  # the secrets' forms, computed at the first log line
         self.logs: list[str] = []
         self.state = ScriptState(state)
 
     def log(self, message: object) -> None:
         """Record a line in the attempt's output (sensitive values are masked)."""
         if len(self.logs) < LOG_LIMIT:
-            self.logs.append(scrub(str(message), self._secrets)[:LOG_LINE_CHARS])  # mask first, then cut
+            if self._scrubber is None:
+                self._scrubber = Scrubber(self._secrets)
+            self.logs.append(self._scrubber.scrub(str(message))[:LOG_LINE_CHARS])  # mask first, then cut
 
 
 def accepts_context(func: Any) -> bool:

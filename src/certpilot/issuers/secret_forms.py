@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
 MIN_FORM_CHARS = 8
@@ -37,9 +36,10 @@ def _base64_cores(data: bytes) -> set[str]:
     return found | {f.replace("+", "-").replace("/", "_") for f in found}
 
 
-@lru_cache(maxsize=4096)
 def secret_forms(secret: str) -> frozenset[str]:
-    """`secret` and the encoded forms it may be printed in."""
+    """`secret` and the encoded forms it may be printed in. Computed afresh: nothing keyed by
+    a secret's value is kept here (a cache would hold a profile's secrets after it is gone);
+    `capture.Scrubber` computes them once for a set of secrets."""
     data = secret.encode("utf-8", "surrogatepass")
     forms = {secret, secret[::-1]}
     forms |= _base64_cores(data)

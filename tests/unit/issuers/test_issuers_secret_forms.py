@@ -56,3 +56,42 @@ def test_ordinary_text_is_left_alone() -> None:
     text = "issued CN=web1.example.test serial 4f3a9c, 3 SANs, hex 0a1b2c, base64 aGVsbG8="
     assert scrub(text, [SECRET, "short"]) == text
     assert scrub(text, ["web1"]) == text.replace("web1", "***")
+
+
+def test_a_secret_is_not_kept_once_its_scrubbing_is_done() -> None:
+    """No cache keyed by secret values: a profile's secrets do not outlive their use in
+    the controller's memory through the scrubber."""
+    import gc
+    import secrets as random_secrets
+
+    secret = "gone-" + random_secrets.token_hex(16)
+    assert scrub(f"say {secret}", [secret]) == "say ***"
+    probe = secret.encode()
+    del secret
+    gc.collect()
+    wanted = probe.decode()
+    holders = [o for o in gc.get_objects() if isinstance(o, (dict, set, frozenset)) and wanted in o]
+    assert holders == [], "a container still holds the secret after scrubbing"
+
+
+def test_the_forms_are_computed_once_per_set_of_secrets_not_per_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certpilot.issuers import capture
+
+    calls: list[tuple[str, ...]] = []
+    real = capture.all_forms
+
+    def counted(secrets):  # type: ignore[no-untyped-def]
+        secrets = tuple(secrets)
+        calls.append(secrets)
+        return real(secrets)
+
+    monkeypatch.setattr(capture, "all_forms", counted)
+    texts = [f"line {n}: {FORMS['hex']}" for n in range(10)]
+    assert scrub_all(texts, [SECRET]) == [f"line {n}: ***" for n in range(10)]
+    assert calls == [(SECRET,)], calls
+
+    calls.clear()
+    kept = capture.BoundedCapture(head_bytes=8, tail_bytes=8, margin=64)
+    kept.feed(b"x" * 100 + SECRET.encode() + b"y" * 100)
+    kept.text([SECRET])
+    assert calls == [(SECRET,)], "the head and the tail of a capture share one computation"
